@@ -1,0 +1,101 @@
+"""In-memory batch iterator: uint8 tensors on the compute device, whole-batch augmentation.
+
+Every batch is ``(x, y, idx)``: normalised float images, labels, and the samples' indices in D_tr
+(masks and D_f membership depend on them). Order of operations per batch: gather uint8 images →
+random crop with zero padding and horizontal flip (training only) → stamp the trigger on samples
+flagged as triggered (after augmentation, so it never moves; SPEC §1) → float, normalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from rem.data.tasks import Task, Trigger
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch [B,C,H,W], per sample."""
+    b, c, h, w = x.shape
+    dev = x.device
+    if pad > 0:
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])  # [B,H]
+        cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])  # [B,W]
+        bi = torch.arange(b, device=dev)[:, None, None]
+        x = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x.contiguous()
+
+
+class Normalizer:
+    """uint8 → float normalised with the CIFAR-10 statistics (also used for SVHN, SPEC §6)."""
+
+    def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.mean = torch.tensor(MEAN, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(STD, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+        self.dtype = dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.dtype) - self.mean) / self.std
+
+
+class Batches:
+    """Batches over a subset of images held in memory.
+
+    ``images``/``labels`` are full tensors on the compute device; ``idx`` selects the subset (indices
+    into them, returned with each batch); ``triggered`` (bool over all images) marks samples that get
+    the ``trigger`` stamped.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor | None = None, *,
+                 batch_size: int = 512, shuffle: bool = False, augment: bool = False,
+                 trigger: Trigger | None = None, triggered: torch.Tensor | None = None,
+                 seed: int = 0, drop_last: bool = False, channels_last: bool = False) -> None:
+        self.images, self.labels = images, labels
+        dev = images.device
+        self.idx = (torch.arange(len(images)) if idx is None else idx.to(torch.int64).cpu())
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.trigger = trigger
+        self.triggered = None if triggered is None else triggered.to(dev)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.drop_last, self.channels_last = drop_last, channels_last
+        self.norm = Normalizer(dev)
+        self.pad = max(1, images.shape[-1] // 8)  # 4 at 32×32 (SPEC §6), scaled for downsampled images
+
+    def __len__(self) -> int:
+        n = len(self.idx)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        order = self.idx[torch.randperm(len(self.idx), generator=self.gen)] if self.shuffle else self.idx
+        dev = self.images.device
+        for s in range(len(self)):
+            bidx = order[s * self.batch_size:(s + 1) * self.batch_size].to(dev)
+            x = self.images[bidx]
+            if self.augment:
+                x = random_crop_flip(x, self.pad, self.gen)
+            if self.trigger is not None and self.triggered is not None:
+                x = self.trigger.stamp(x, self.triggered[bidx])
+            x = self.norm(x)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, self.labels[bidx], bidx
+
+
+def train_batches(task: Task, idx: torch.Tensor | None = None, *, device: torch.device | str = "cpu",
+                  batch_size: int = 512, augment: bool = True, shuffle: bool = True, seed: int = 0,
+                  labels: torch.Tensor | None = None, drop_last: bool = False) -> Batches:
+    """Batches over D_tr as trained (corrupted labels, triggers stamped) restricted to ``idx``."""
+    dev = torch.device(device)
+    return Batches(task.data.x_train.to(dev), (task.y_train if labels is None else labels).to(dev), idx,
+                   batch_size=batch_size, shuffle=shuffle, augment=augment, trigger=task.trigger,
+                   triggered=task.triggered, seed=seed, drop_last=drop_last,
+                   channels_last=True)

@@ -1,0 +1,214 @@
+"""The three corruption tasks of SPEC §1 and their discovered sets.
+
+| regularity | kind | construction (n = |D_c|) |
+|---|---|---|
+| high   | ``poison``     | n uniform indices, label := target (0), a 3×3 white trigger in the bottom-right corner, stamped after augmentation |
+| medium | ``interclass`` | the first n/2 samples of class a (3) get label b (5) and the first n/2 of class b get label a, in data-set order |
+| low    | ``random``     | n uniform indices, label := (true + U{1..K−1}) mod K, always wrong |
+
+All randomness comes from ``torch.Generator`` objects keyed by (seed, kind, purpose), never global
+state. D_f is the first ``round(rate·n)`` entries of one fixed permutation of D_c, so discovered sets
+are nested across rates for the same seed. :meth:`Task.split_hash` identifies (D_c, labels, D_f).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from rem.data.datasets import ImageData
+from rem.errors import ConfigError, IndexSetError
+
+KINDS = ("poison", "interclass", "random")
+REGULARITY = {"poison": "high", "interclass": "medium", "random": "low"}
+_KIND_SALT = {"poison": 101, "interclass": 202, "random": 303}
+CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
+
+
+def generator(seed: int, kind: str, purpose: str) -> torch.Generator:
+    """A CPU generator keyed by (seed, task kind, purpose), independent of global RNG state."""
+    salt = int(hashlib.sha256(f"{seed}/{kind}/{purpose}".encode()).hexdigest()[:15], 16)
+    return torch.Generator().manual_seed(salt)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A square patch of constant value stamped into uint8 images (SPEC §1, poison)."""
+
+    size: int = 3
+    corner: str = "bottom-right"
+    value: int = 255  # the data set's maximum pixel value: white on every channel
+
+    def __post_init__(self) -> None:
+        if self.corner not in CORNERS:
+            raise ConfigError(f"trigger corner must be one of {CORNERS}, got {self.corner!r}")
+        if self.size < 1 or not 0 <= self.value <= 255:
+            raise ConfigError(f"bad trigger size {self.size} or value {self.value}")
+
+    def stamp(self, x: torch.Tensor, which: torch.Tensor | None = None) -> torch.Tensor:
+        """Stamp the trigger into the uint8 batch ``x`` [B,C,H,W] (in place) where ``which`` is true."""
+        h, w = x.shape[-2:]
+        if self.size > min(h, w):
+            raise ConfigError(f"trigger of size {self.size} does not fit {h}×{w} images")
+        rs = slice(h - self.size, h) if self.corner.startswith("bottom") else slice(0, self.size)
+        cs = slice(w - self.size, w) if self.corner.endswith("right") else slice(0, self.size)
+        if which is None:
+            x[..., rs, cs] = self.value
+        elif bool(which.any()):
+            sel = which.nonzero().squeeze(1)
+            patch = x[sel]
+            patch[..., rs, cs] = self.value
+            x[sel] = patch
+        return x
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Settings of one corruption task, with the paper's defaults."""
+
+    kind: str = "poison"
+    n_corrupt: int = 1000
+    seed: int = 0
+    target: int = 0  # poison: the attacker's label
+    trigger: Trigger = field(default_factory=Trigger)
+    class_a: int = 3  # interclass: cat
+    class_b: int = 5  # interclass: dog
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown task {self.kind!r}; expected one of {KINDS}")
+        if self.n_corrupt < 1:
+            raise ConfigError(f"n_corrupt must be positive, got {self.n_corrupt}")
+        if self.kind == "interclass":
+            if self.n_corrupt % 2:
+                raise ConfigError(f"interclass needs an even n_corrupt, got {self.n_corrupt}")
+            if self.class_a == self.class_b:
+                raise ConfigError("interclass needs two different classes")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TaskConfig:
+        d = dict(d)
+        if isinstance(d.get("trigger"), dict):
+            d["trigger"] = Trigger(**d["trigger"])
+        return cls(**d)
+
+
+@dataclass
+class Task:
+    """A data set with one corruption applied: what the model was trained on, and the ground truth."""
+
+    config: TaskConfig
+    data: ImageData
+    y_train: torch.Tensor  # labels as trained (corrupted on D_c)
+    corrupt_idx: torch.Tensor  # D_c, sorted int64
+    triggered: torch.Tensor  # bool [N]: samples stamped with the trigger during training
+    discovery_order: torch.Tensor  # a permutation of D_c; D_f(rate) is a prefix of it
+
+    @property
+    def kind(self) -> str:
+        return self.config.kind
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @property
+    def y_true(self) -> torch.Tensor:
+        return self.data.y_train
+
+    @property
+    def trigger(self) -> Trigger | None:
+        return self.config.trigger if self.kind == "poison" else None
+
+    def n_forget(self, rate: float) -> int:
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"discovery rate must be in [0, 1], got {rate}")
+        return int(round(rate * len(self.corrupt_idx)))
+
+    def forget_idx(self, rate: float) -> torch.Tensor:
+        """D_f at discovery ``rate``: nested across rates (a prefix of one permutation), sorted."""
+        return self.discovery_order[: self.n_forget(rate)].sort().values
+
+    def retain_idx(self, forget_idx: torch.Tensor) -> torch.Tensor:
+        """D_r = D_tr \\ D_f (it still holds the undiscovered corrupted samples)."""
+        keep = torch.ones(self.n_train, dtype=torch.bool)
+        keep[forget_idx.cpu()] = False
+        return keep.nonzero().squeeze(1)
+
+    def membership(self, idx: torch.Tensor) -> torch.Tensor:
+        """Bool tensor over D_tr, true on ``idx``."""
+        m = torch.zeros(self.n_train, dtype=torch.bool)
+        m[idx.cpu()] = True
+        return m
+
+    def check_forget_idx(self, forget_idx, within_corrupt: bool = False) -> torch.Tensor:
+        """Validate user-given indices: integers, in range, no duplicates, optionally ⊆ D_c."""
+        t = torch.as_tensor(forget_idx)
+        if t.dim() != 1:
+            t = t.reshape(-1)
+        if t.numel() and (t.dtype.is_floating_point or t.dtype == torch.bool):
+            raise IndexSetError(f"forget indices must be integers, got dtype {t.dtype}")
+        t = t.to(torch.int64)
+        if t.numel() == 0:
+            raise IndexSetError("the forget set is empty: give at least one discovered index")
+        bad = t[(t < 0) | (t >= self.n_train)]
+        if bad.numel():
+            raise IndexSetError(f"{bad.numel()} forget indices out of range [0, {self.n_train}): "
+                                f"{bad[:5].tolist()}")
+        uniq, counts = t.unique(return_counts=True)
+        if (counts > 1).any():
+            raise IndexSetError(f"duplicated forget indices: {uniq[counts > 1][:5].tolist()}")
+        if within_corrupt:
+            outside = uniq[~torch.isin(uniq, self.corrupt_idx)]
+            if outside.numel():
+                raise IndexSetError(f"{outside.numel()} forget indices are not in the corrupted set D_c: "
+                                    f"{outside[:5].tolist()}")
+        return uniq
+
+    def split_hash(self, forget_idx: torch.Tensor | None = None) -> str:
+        """sha256 of (D_c, their training labels, D_f): identifies the split a result was computed on."""
+        h = hashlib.sha256()
+        h.update(self.corrupt_idx.numpy().astype("<i8").tobytes())
+        h.update(self.y_train[self.corrupt_idx].numpy().astype("<i8").tobytes())
+        if forget_idx is not None:
+            h.update(b"|")
+            h.update(forget_idx.sort().values.cpu().numpy().astype("<i8").tobytes())
+        return h.hexdigest()[:16]
+
+
+def make_task(data: ImageData, config: TaskConfig) -> Task:
+    """Apply the corruption of ``config`` to ``data`` (SPEC §1)."""
+    n, k, kind = data.y_train.numel(), data.num_classes, config.kind
+    y_true = data.y_train.cpu()
+    if config.n_corrupt > n:
+        raise ConfigError(f"n_corrupt={config.n_corrupt} exceeds the {n} training samples")
+    y = y_true.clone()
+    triggered = torch.zeros(n, dtype=torch.bool)
+    gen = generator(config.seed, kind, "corrupt")
+    if kind == "poison":
+        if not 0 <= config.target < k:
+            raise ConfigError(f"poison target {config.target} is not a class of {data.name}")
+        idx = torch.randperm(n, generator=gen)[: config.n_corrupt].sort().values
+        y[idx] = config.target
+        triggered[idx] = True
+    elif kind == "interclass":
+        a, b, half = config.class_a, config.class_b, config.n_corrupt // 2
+        for c in (a, b):
+            if not 0 <= c < k:
+                raise ConfigError(f"interclass class {c} is not a class of {data.name}")
+        ia, ib = (y_true == a).nonzero().squeeze(1)[:half], (y_true == b).nonzero().squeeze(1)[:half]
+        if len(ia) < half or len(ib) < half:
+            raise ConfigError(f"interclass needs {half} samples of classes {a} and {b}; have {len(ia)}, {len(ib)}")
+        y[ia], y[ib] = b, a
+        idx = torch.cat([ia, ib]).sort().values
+    else:  # random
+        idx = torch.randperm(n, generator=gen)[: config.n_corrupt].sort().values
+        shift = torch.randint(1, k, (len(idx),), generator=gen)
+        y[idx] = (y_true[idx] + shift) % k
+    order = idx[torch.randperm(len(idx), generator=generator(config.seed, kind, "discover"))]
+    return Task(config, data, y, idx, triggered, order)

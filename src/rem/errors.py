@@ -1,0 +1,21 @@
+"""User-facing errors of `rem`: each names what is wrong and how to fix it."""
+
+
+class RemError(Exception):
+    """Base class of rem's user-facing errors."""
+
+
+class DataError(RemError):
+    """A data set is missing, damaged or malformed."""
+
+
+class CheckpointError(RemError):
+    """A checkpoint is missing, damaged or does not match its description."""
+
+
+class ConfigError(RemError, ValueError):
+    """A configuration that cannot work."""
+
+
+class IndexSetError(RemError, ValueError):
+    """Sample indices that are out of range, duplicated or outside the set they must belong to."""

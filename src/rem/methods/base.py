@@ -1,0 +1,195 @@
+"""One interface for every unlearning method, a registry, and the pieces methods share.
+
+A method is a class with a frozen, self-validating config dataclass (paper defaults) and one call::
+
+    method = get_method("rem", steps=100)             # overrides go into the config
+    healed = method.unlearn(model, task, forget_idx, ctx)
+    healed.history                                     # per-round records of the run
+
+``unlearn`` never modifies the model it is given and returns a model with the original partition
+removed (deployable in ``drop`` mode, the same parameter count as the input's kept part).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from rem.data.loader import train_batches
+from rem.data.tasks import Task
+from rem.errors import ConfigError
+from rem.metrics import accuracy
+from rem.models import CapacityNet
+from rem.train import Recipe, make_optimizer
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Settings every method shares (SPEC §5: SGD momentum 0.9, wd 5e-4, lr 0.005, REM's step budget)."""
+
+    steps: int = 980  # budget of training steps on D_r / D_tr
+    lr: float = 0.005
+    batch_size: int = 512
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    gamma: float = 0.2  # forget-accuracy threshold (share, not %)
+    max_epochs: int = 100  # cap of forget-set epochs per removal phase
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ConfigError(f"{type(self).__name__}: steps must be >= 0, got {self.steps}")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise ConfigError(f"{type(self).__name__}: lr and batch_size must be positive")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"{type(self).__name__}: gamma is a share in [0, 1], got {self.gamma}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"{type(self).__name__}: optimizer must be sgd or adam")
+        self.validate()
+
+    def validate(self) -> None:
+        """Method-specific checks (override)."""
+
+    def recipe(self, steps: int | None = None) -> Recipe:
+        """The constant-learning-rate recipe of unlearning (no warm-up, no decay)."""
+        return Recipe(steps=max(1, self.steps if steps is None else steps), batch_size=self.batch_size,
+                      lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
+                      weight_decay=self.weight_decay, warmup=0.0, horizon=0.0)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Context:
+    """What a method may need beyond the model and the data: device, pretraining info, progress."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    pretrain_type: str = "capacity-0.5"
+    pretrain_recipe: Recipe | None = None  # for `retrain` / `eu-k`
+    progress: bool = False
+
+
+class Method:
+    """Base class: subclasses set ``name``, ``config_cls``, ``summary``, ``uses`` and implement ``_unlearn``."""
+
+    name: str = ""
+    config_cls: type[MethodConfig] = MethodConfig
+    summary: str = ""
+    uses: str = ""  # which data it touches: "D_f", "D_r", "D_f, D_r", "D_tr" or "—"
+
+    def __init__(self, config: MethodConfig | None = None, **overrides) -> None:
+        cfg = config or self.config_cls()
+        if overrides:
+            known = {f.name for f in dataclasses.fields(cfg)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ConfigError(f"method {self.name!r} has no setting(s) {unknown}; known: {sorted(known)}")
+            cfg = dataclasses.replace(cfg, **overrides)
+        self.config = cfg
+
+    def unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor,
+                ctx: Context | None = None) -> CapacityNet:
+        ctx = ctx or Context()
+        forget_idx = torch.as_tensor(forget_idx, dtype=torch.int64).cpu()
+        model = copy.deepcopy(model).to(ctx.device)
+        history: list[dict] = []
+        out = self._unlearn(model, task, forget_idx, ctx, history)
+        out.history = history  # type: ignore[attr-defined]
+        return out.eval()
+
+    def _unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context,
+                 history: list[dict]) -> CapacityNet:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry; a second method of the same name is refused."""
+    if not cls.name:
+        raise ConfigError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY:
+        raise ConfigError(f"a method named {cls.name!r} is already registered ({REGISTRY[cls.name].__name__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_method(name: str, config: MethodConfig | None = None, **overrides) -> Method:
+    import rem.methods  # noqa: F401  (importing the package registers every method)
+
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; registered: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](config, **overrides)
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+
+def cycle(batches, steps: int) -> Iterator[tuple[int, tuple]]:
+    """(step, batch) for ``steps`` steps, starting new epochs as needed."""
+    step = 0
+    while step < steps:
+        empty = True
+        for b in batches:
+            empty = False
+            yield step, b
+            step += 1
+            if step >= steps:
+                return
+        if empty:
+            return
+
+
+def per_sample_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), y, reduction="none")
+
+
+def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-sample NPO loss −(2/β)·log σ(β·(CE_θ − CE_ref)) (SPEC §4 step 2): minimising raises CE_θ."""
+    return -(2.0 / beta) * F.logsigmoid(beta * (ce - ce_ref))
+
+
+def proxy(model: CapacityNet, task: Task, forget_idx: torch.Tensor, retain_idx: torch.Tensor, gamma: float,
+          device) -> tuple[float, float, float]:
+    """Model-selection proxy of SPEC §4 step 4, from training labels only (never test data or true labels).
+
+    Returns (proxy, Acc_drop(D_r), Acc_drop(D_f)) with accuracies as shares in [0, 1].
+    """
+    y = task.y_train.cpu()
+    acc_r = accuracy(model, task, retain_idx, y, device=device) / 100
+    acc_f = accuracy(model, task, forget_idx, y, device=device) / 100
+    return acc_r * (1 - max(acc_f, gamma)), acc_r, acc_f
+
+
+def forget_batches(task: Task, forget_idx: torch.Tensor, cfg: MethodConfig, device, seed_offset: int = 0):
+    """Augmented, shuffled batches over D_f with the labels as trained (the corrupted ones)."""
+    return train_batches(task, forget_idx, device=device, batch_size=cfg.batch_size, seed=cfg.seed + seed_offset)
+
+
+def optimizer_for(model: CapacityNet, cfg: MethodConfig, params=None) -> torch.optim.Optimizer:
+    return make_optimizer(model.parameters() if params is None else params, cfg.recipe())
+
+
+class BestState:
+    """Keeps a CPU copy of the best-scoring model state (model selection by the proxy)."""
+
+    def __init__(self) -> None:
+        self.score, self.state, self.round = -float("inf"), None, -1
+
+    def offer(self, score: float, model: torch.nn.Module, rnd: int) -> None:
+        if score > self.score:
+            self.score, self.round = score, rnd
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    def restore(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+        return model

@@ -1,0 +1,1 @@
+"""Baselines of SPEC §5 (each module registers its methods)."""

@@ -1,0 +1,86 @@
+"""ResNet-9 as used in the unlearning literature (SPEC §3), with the kept / extra channel partition.
+
+Layout: conv-bn(3→c1) → conv-bn(c1→c2, k5, s2, p2) → res[conv-bn(c2→c2) ×2] → conv-bn(c2→c3) + max-pool 2
+→ res[conv-bn(c3→c3) ×2] → conv-bn(c3→c4, k3, p0) → global max-pool → linear(c4→K, no bias),
+with conv-bn = conv → batch norm → CELU(α=0.075) and (c1, c2, c3, c4) = width × (64, 128, 256, 128).
+
+Mask groups (SPEC §3): 0 = conv1; 1 = conv2 and res1; 2 = conv3 and res2; 3 = conv4. The partition
+is applied after every conv-bn, including those inside the residual blocks, so that in ``drop`` mode no
+extra unit ever reaches a kept one and the network computes exactly the kept-only function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rem.models.base import CapacityNet
+from rem.models.capacity import MaskSpec, gate
+
+BASE_WIDTHS = (64, 128, 256, 128)
+
+
+class ConvBN(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.celu(self.bn(self.conv(x)), alpha=0.075)
+
+
+class ResNet9(CapacityNet):
+    arch = "resnet9"
+
+    def __init__(self, num_classes: int = 10, kept: Sequence[int] = BASE_WIDTHS,
+                 extra: Sequence[int] = (0, 0, 0, 0), mask: MaskSpec | None = None,
+                 in_channels: int = 3) -> None:
+        super().__init__(kept, extra, mask)
+        c = [k + e for k, e in zip(self.kept, self.extra)]
+        self.num_classes, self.in_channels = int(num_classes), int(in_channels)
+        self.conv1 = ConvBN(in_channels, c[0])
+        self.conv2 = ConvBN(c[0], c[1], kernel=5, stride=2, padding=2)
+        self.res1a, self.res1b = ConvBN(c[1], c[1]), ConvBN(c[1], c[1])
+        self.conv3 = ConvBN(c[1], c[2])
+        self.res2a, self.res2b = ConvBN(c[2], c[2]), ConvBN(c[2], c[2])
+        self.conv4 = ConvBN(c[2], c[3], kernel=3, padding=0)
+        self.fc = nn.Linear(c[3], num_classes, bias=False)
+
+    def hparams(self) -> dict:
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels}
+
+    def features(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
+                 masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        m = self.group_masks(mode, keys, masks)
+        k = self.kept
+        x = gate(self.conv1(x), k[0], mode, m[0])
+        x = gate(self.conv2(x), k[1], mode, m[1])
+        r = gate(self.res1a(x), k[1], mode, m[1])
+        x = x + gate(self.res1b(r), k[1], mode, m[1])
+        x = F.max_pool2d(gate(self.conv3(x), k[2], mode, m[2]), 2)
+        r = gate(self.res2a(x), k[2], mode, m[2])
+        x = x + gate(self.res2b(r), k[2], mode, m[2])
+        x = gate(self.conv4(x), k[3], mode, m[3])
+        return torch.amax(x, dim=(2, 3))
+
+    def forward(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
+                masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.fc(self.features(x, mode, keys, masks))
+
+
+def resnet9(num_classes: int = 10, width: float = 1.0, capacity: float = 0.0, p: float = 0.2,
+            mask_seed: int = 0) -> ResNet9:
+    """ResNet-9 of ``width`` × (64, 128, 256, 128) channels.
+
+    ``capacity`` is the share of each width reserved as θ_o2: 0 gives an ordinary network, 0.5 with
+    ``extra`` kept for ETD gives half kept / half extra. (A ``capacity-0.5`` pretraining trains only the
+    kept half: build it with :func:`resnet9_narrow` instead, which spends no compute on zero channels.)
+    """
+    widths = [max(1, round(w * width)) for w in BASE_WIDTHS]
+    extra = [round(w * capacity) for w in widths]
+    kept = [w - e for w, e in zip(widths, extra)]
+    return ResNet9(num_classes, kept, extra, MaskSpec(p=p, seed=mask_seed))

@@ -1,0 +1,203 @@
+"""A small Vision Transformer for 32×32 images (SPEC §3), with the kept / extra partition.
+
+Architecture (defaults are the paper's SVHN ViT): 32×32 input, patch 8 (16 tokens + a CLS token),
+dim 512, depth 4, 8 heads of 64, MLP hidden 1536, no dropout, CLS pooling, a final LayerNorm and a
+linear head (dim → num_classes). Two changes from Lee et al. 2021, "Vision Transformer for Small-Size
+Datasets", make it trainable from scratch on small data:
+
+- **Shifted Patch Tokenisation (SPT).** The image is concatenated along the channel axis with four
+  copies of itself shifted diagonally by half a patch (left-up, right-up, left-down, right-down;
+  zero fill), giving 5·C channels; the result is cut into patches, each flattened patch is layer-normed
+  and projected linearly to ``dim``. Every token thus also sees pixels of its neighbouring patches.
+- **Locality Self-Attention (LSA).** The softmax temperature is learned (one scalar per block, stored as
+  its log and initialised to log(head_dim^-0.5), used as exp(·)), and the diagonal of the attention
+  logits is masked out, so a token never attends to itself and attention is less flat.
+
+Blocks are pre-norm: x + Attn(LN(x)), then x + MLP(LN(x)) with a GELU MLP; the position embedding is
+learned.
+
+**Partition convention [choice, SPEC §3].** The residual stream (patch embedding, position embedding,
+CLS token, LayerNorms, head, attention / MLP output biases) is never partitioned. Each block has two mask
+groups: its attention heads, then its MLP hidden units, so there are 2·depth groups and
+
+    kept  = [heads_kept_0, mlp_kept_0, heads_kept_1, mlp_kept_1, ...]
+    extra = [heads_extra_0, mlp_extra_0, ...]
+
+A head is one unit of its group: its mask value multiplies that head's whole head_dim-wide output
+before the output projection. An MLP unit is one hidden unit after the GELU. Kept units come first along
+every partitioned axis (``q``/``k``/``v`` weights are [H·head_dim, dim] with heads contiguous, ``out`` is
+[dim, H·head_dim], ``fc1`` is [M, dim], ``fc2`` is [dim, M]), so the generic leading-slice
+expand / shrink of :mod:`rem.models.base` applies unchanged. In ``drop`` mode extra heads and hidden
+units are multiplied by exactly 0: the network computes the kept-only function and θ_o2 gets zero
+gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rem.errors import ConfigError
+from rem.models.base import CapacityNet
+from rem.models.capacity import MaskSpec, gate
+
+
+class ShiftedPatchTokens(nn.Module):
+    """SPT: image + its 4 diagonal half-patch shifts → patches → LayerNorm → Linear(5·C·p² → dim)."""
+
+    def __init__(self, in_channels: int, patch: int, dim: int) -> None:
+        super().__init__()
+        self.patch = int(patch)
+        patch_dim = 5 * in_channels * patch * patch
+        self.norm = nn.LayerNorm(patch_dim)
+        self.proj = nn.Linear(patch_dim, dim)
+
+    @staticmethod
+    def shifted(x: torch.Tensor, s: int) -> torch.Tensor:
+        """``x`` concatenated with its 4 diagonal shifts by ``s`` pixels (zero fill): [B, 5C, H, W]."""
+        if s == 0:
+            return torch.cat([x] * 5, dim=1)
+        h, w = x.shape[-2:]
+        padded = F.pad(x, (s, s, s, s))
+        views = [x]
+        for dy, dx in ((-s, -s), (-s, s), (s, -s), (s, s)):  # content moves by (dy, dx)
+            views.append(padded[:, :, s - dy: s - dy + h, s - dx: s - dx + w])
+        return torch.cat(views, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch
+        x = self.shifted(x, p // 2)
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 3, 5, 1)  # b, gh, gw, p1, p2, c
+        x = x.reshape(b, (h // p) * (w // p), p * p * c)
+        return self.proj(self.norm(x))
+
+
+class LSAttention(nn.Module):
+    """Locality self-attention with ``heads`` heads of ``head_dim`` (kept heads first along every axis)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = int(heads), int(head_dim)
+        inner = heads * head_dim
+        self.q = nn.Linear(dim, inner, bias=False)
+        self.k = nn.Linear(dim, inner, bias=False)
+        self.v = nn.Linear(dim, inner, bias=False)
+        self.out = nn.Linear(inner, dim)
+        # log of the softmax scale, shared by all heads of the block (a scalar, so expansion keeps it)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(head_dim ** -0.5)))
+
+    def forward(self, x: torch.Tensor, kept: int, mode: str, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, d = self.heads, self.head_dim
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, h, d).transpose(1, 2)  # [B, H, T, d]
+
+        q = split(self.q(x)) * self.log_scale.exp()
+        k, v = split(self.k(x)), split(self.v(x))
+        # diagonal masking: True = may attend; a token never attends to itself
+        allowed = ~torch.eye(t, dtype=torch.bool, device=x.device)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)  # [B, H, T, d]
+        o = gate(o, kept, mode, mask)  # one mask value per head
+        return self.out(o.transpose(1, 2).reshape(b, t, h * d))
+
+
+class MLP(nn.Module):
+    """Linear(dim → M) → GELU → partition gate on the M hidden units → Linear(M → dim)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, kept: int, mode: str, mask: torch.Tensor | None) -> torch.Tensor:
+        hid = F.gelu(self.fc1(x))  # [B, T, M]
+        hid = gate(hid.transpose(1, 2), kept, mode, mask).transpose(1, 2)
+        return self.fc2(hid)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + LSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = LSAttention(dim, heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, hidden)
+
+    def forward(self, x: torch.Tensor, kept: Sequence[int], mode: str,
+                masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), kept[0], mode, masks[0])
+        return x + self.mlp(self.norm2(x), kept[1], mode, masks[1])
+
+
+class ViT(CapacityNet):
+    """ViT with SPT and LSA; mask groups ``[heads_0, mlp_0, heads_1, mlp_1, ...]`` (see module docstring)."""
+
+    arch = "vit"
+
+    def __init__(self, num_classes: int = 10, kept: Sequence[int] | None = None,
+                 extra: Sequence[int] | None = None, mask: MaskSpec | None = None, image_size: int = 32,
+                 patch: int = 8, dim: int = 512, depth: int = 4, head_dim: int = 64,
+                 in_channels: int = 3) -> None:
+        depth = int(depth)
+        kept = [8, 1536] * depth if kept is None else list(kept)
+        extra = [0] * len(kept) if extra is None else list(extra)
+        if depth < 1 or len(kept) != 2 * depth:
+            raise ConfigError(f"ViT of depth {depth} needs 2*depth = {2 * depth} groups "
+                              f"[heads, mlp, ...], got kept {kept}")
+        if image_size % patch != 0:
+            raise ConfigError(f"image_size {image_size} is not a multiple of patch {patch}")
+        super().__init__(kept, extra, mask)
+        self.num_classes, self.image_size, self.patch = int(num_classes), int(image_size), int(patch)
+        self.dim, self.depth, self.head_dim = int(dim), depth, int(head_dim)
+        self.in_channels = int(in_channels)
+        widths = [k + e for k, e in zip(self.kept, self.extra)]
+        n_tokens = (image_size // patch) ** 2
+        self.to_tokens = ShiftedPatchTokens(in_channels, patch, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, n_tokens + 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            Block(dim, widths[2 * i], head_dim, widths[2 * i + 1]) for i in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def hparams(self) -> dict:
+        return {"num_classes": self.num_classes, "image_size": self.image_size, "patch": self.patch,
+                "dim": self.dim, "depth": self.depth, "head_dim": self.head_dim,
+                "in_channels": self.in_channels}
+
+    def features(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
+                 masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """The normalised CLS token, [B, dim]."""
+        m = self.group_masks(mode, keys, masks)
+        x = self.to_tokens(x)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        for i, blk in enumerate(self.blocks):
+            x = blk(x, self.kept[2 * i: 2 * i + 2], mode, m[2 * i: 2 * i + 2])
+        return self.norm(x[:, 0])
+
+    def forward(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
+                masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.head(self.features(x, mode, keys, masks))
+
+
+def vit(num_classes: int = 10, image_size: int = 32, patch: int = 8, dim: int = 512, depth: int = 4,
+        heads: int = 8, head_dim: int = 64, mlp: int = 1536, capacity: float = 0.0, p: float = 0.2,
+        mask_seed: int = 0, in_channels: int = 3) -> ViT:
+    """The ViT of SPEC §3 with ``heads`` heads and ``mlp`` hidden units per block in total.
+
+    ``capacity`` is the share of each block's heads and MLP units reserved as θ_o2 (0: an ordinary
+    network; 0.5 with 8 heads: 4 kept + 4 extra heads, 768 + 768 hidden units).
+    """
+    widths = [heads, mlp] * depth
+    extra = [round(w * capacity) for w in widths]
+    kept = [w - e for w, e in zip(widths, extra)]
+    return ViT(num_classes, kept, extra, MaskSpec(p=p, seed=mask_seed), image_size=image_size, patch=patch,
+               dim=dim, depth=depth, head_dim=head_dim, in_channels=in_channels)

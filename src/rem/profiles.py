@@ -1,0 +1,114 @@
+"""Named profiles of SPEC §6: data, model, task size, rates, seeds and the two recipes.
+
+``paper`` and ``paper-vit`` are the paper's settings; ``cpu`` is calibrated to two CPU cores (see the
+README for the measured figures); ``smoke`` runs in seconds on generated data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from rem.errors import ConfigError
+from rem.train import Recipe
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    dataset: str = "cifar10"
+    n_train: int | None = None  # class-balanced subset size; None = all
+    n_test: int | None = None
+    image_size: int = 32  # downsampled to this if smaller than the data set's
+    arch: str = "resnet9"
+    arch_kw: dict = field(default_factory=dict)  # width for ResNet-9; dims for the ViT
+    n_corrupt: int = 1000
+    rates: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    pretrain_types: tuple[str, ...] = ("capacity-0.5", "etd")
+    pretrain: Recipe = field(default_factory=Recipe)
+    unlearn: Recipe = field(default_factory=lambda: Recipe(steps=980, lr=0.005, horizon=0.0, warmup=0.0))
+    generated_kw: dict = field(default_factory=dict)  # for dataset "generated"
+
+    def arch_spec(self, num_classes: int) -> dict:
+        """Full-width model description (before the pretraining type splits it, see train.pretrain_spec)."""
+        if self.arch == "resnet9":
+            from rem.models.resnet9 import BASE_WIDTHS
+
+            w = float(self.arch_kw.get("width", 1.0))
+            kept = [max(2, round(c * w)) for c in BASE_WIDTHS]
+            return {"arch": "resnet9", "kept": kept, "extra": [0] * 4, "num_classes": num_classes}
+        if self.arch == "vit":
+            from rem.models.vit import vit
+
+            m = vit(num_classes=num_classes, image_size=self.image_size, **self.arch_kw)
+            return m.spec()
+        raise ConfigError(f"unknown architecture {self.arch!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def override(self, **kw) -> Profile:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+PROFILES: dict[str, Profile] = {
+    "paper": Profile("paper"),
+    "paper-vit": Profile(
+        "paper-vit", dataset="svhn", arch="vit", pretrain_types=("capacity-0.5",),
+        pretrain=Recipe(steps=1440, batch_size=2048, lr=1e-4, optimizer="adam", weight_decay=0.0,
+                        horizon=0.0),
+        unlearn=Recipe(steps=360, batch_size=2048, lr=2e-5, optimizer="adam", weight_decay=0.0,
+                       horizon=0.0, warmup=0.0)),
+    "cpu": Profile(
+        "cpu", n_train=5000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=100,
+        rates=(0.1, 0.3, 0.5, 0.7, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
+        pretrain=Recipe(steps=1000, batch_size=512, lr=0.025),
+        unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0)),
+    "smoke": Profile(
+        "smoke", dataset="generated", n_train=600, n_test=200, image_size=16, arch_kw={"width": 0.25},
+        n_corrupt=20, rates=(0.5, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
+        pretrain=Recipe(steps=60, batch_size=64, lr=0.05),
+        unlearn=Recipe(steps=20, batch_size=64, lr=0.01, horizon=0.0, warmup=0.0),
+        generated_kw={"n_train": 600, "n_test": 200, "size": 16}),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    return PROFILES[name]
+
+
+def profile_data(profile: Profile, data_dir=None, download: bool = True):
+    """The profile's data set: loaded, subsampled (class-balanced) and downsampled as the profile says."""
+    from rem.data.datasets import downsample, load_dataset, make_generated, subsample
+
+    if profile.dataset == "generated":
+        data = make_generated(**profile.generated_kw)
+    else:
+        data = load_dataset(profile.dataset, data_dir=data_dir, download=download)
+    if profile.n_train is not None or profile.n_test is not None:
+        data = subsample(data, profile.n_train, profile.n_test, seed=0)
+    if profile.image_size < data.image_size:
+        data = downsample(data, profile.image_size)
+    return data
+
+
+def profile_task(profile: Profile, kind: str, seed: int, data=None, data_dir=None, **task_kw):
+    """The corruption task ``kind`` with the profile's |D_c| on the profile's data."""
+    from rem.data.tasks import TaskConfig, make_task
+
+    data = data if data is not None else profile_data(profile, data_dir)
+    return make_task(data, TaskConfig(kind=kind, n_corrupt=profile.n_corrupt, seed=seed, **task_kw))
+
+
+def profile_from_dict(d: dict) -> Profile:
+    """Inverse of :meth:`Profile.as_dict` (used to rebuild the task a checkpoint was trained on)."""
+    d = dict(d)
+    for k in ("pretrain", "unlearn"):
+        if isinstance(d.get(k), dict):
+            d[k] = Recipe(**d[k])
+    for k in ("rates", "seeds", "pretrain_types"):
+        if k in d:
+            d[k] = tuple(d[k])
+    return Profile(**d)
