@@ -65,11 +65,11 @@ PROFILES: dict[str, Profile] = {
         pretrain=Recipe(steps=1000, batch_size=512, lr=0.025),
         unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0)),
     "smoke": Profile(
-        "smoke", dataset="generated", n_train=600, n_test=200, image_size=16, arch_kw={"width": 0.25},
-        n_corrupt=20, rates=(0.5, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
-        pretrain=Recipe(steps=60, batch_size=64, lr=0.05),
-        unlearn=Recipe(steps=20, batch_size=64, lr=0.01, horizon=0.0, warmup=0.0),
-        generated_kw={"n_train": 600, "n_test": 200, "size": 16}),
+        "smoke", dataset="generated", image_size=16, arch_kw={"width": 0.25},
+        n_corrupt=50, rates=(0.5, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
+        pretrain=Recipe(steps=300, batch_size=64, lr=0.05),
+        unlearn=Recipe(steps=64, batch_size=64, lr=0.01, horizon=0.0, warmup=0.0),
+        generated_kw={"n_train": 1000, "n_test": 300, "size": 16}),
 }
 
 

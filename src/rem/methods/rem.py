@@ -51,6 +51,7 @@ class REMConfig(MethodConfig):
     soft_mask: bool = False  # **[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)
     remove_term: bool = True  # False: the `rem-no-remove` ablation
     ideal: bool = False  # True: the oracle, all of D_c shares the mask and is in the removal term
+    forget_bn_frozen: bool = True  # [choice] batch norm in inference mode during step-2 updates
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -61,17 +62,27 @@ class REMConfig(MethodConfig):
             raise ConfigError(f"REM: expand_ratio must be in (0, 8], got {self.expand_ratio}")
 
 
+def _set_bn_eval(model: torch.nn.Module, frozen: bool) -> None:
+    """Batch norm uses (and does not update) its running statistics when ``frozen``."""
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+            mod.train(not frozen)
+
+
 def _remove_phase(model: CapacityNet, ref_ce, batches, opt, cfg: MethodConfig, beta: float, loss: str,
                   device) -> tuple[int, int, float]:
     """Step 2: epochs of NPO (or CE ascent) on D_f through the dropped model until Acc ≤ γ.
 
-    Returns (epochs, steps, last epoch's running accuracy as a share).
+    The stopping accuracy is measured after each epoch, without gradients, on augmented D_f images with
+    batch norm in inference mode (so it is the deployed model's accuracy). With ``cfg.forget_bn_frozen``
+    the updates also use batch norm's running statistics: a batch made only of D_f samples has
+    statistics unlike the data the model is deployed on. Returns (epochs, steps, last accuracy as a share).
     """
-    model.train()
     epochs = steps = 0
-    acc = 1.0
-    while epochs < cfg.max_epochs:
-        correct = seen = 0
+    acc = _forget_acc(model, batches, device)
+    while epochs < cfg.max_epochs and acc > cfg.gamma:
+        model.train()
+        _set_bn_eval(model, getattr(cfg, "forget_bn_frozen", True))
         for x, y, idx in batches:
             with autocast(device):
                 logits = model(x, mode="drop")
@@ -83,14 +94,25 @@ def _remove_phase(model: CapacityNet, ref_ce, batches, opt, cfg: MethodConfig, b
             opt.zero_grad(set_to_none=True)
             obj.backward()
             opt.step()
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
             steps += 1
         epochs += 1
-        acc = correct / max(1, seen)
-        if acc <= cfg.gamma:
-            break
+        acc = _forget_acc(model, batches, device)
+    model.train()
     return epochs, steps, acc
+
+
+@torch.no_grad()
+def _forget_acc(model: CapacityNet, batches, device) -> float:
+    """Accuracy (share) of the dropped model on augmented D_f images against the corrupted labels."""
+    was = model.training
+    model.eval()
+    correct = seen = 0
+    for x, y, _ in batches:
+        with autocast(device):
+            correct += (model(x, mode="drop").argmax(1) == y).sum().item()
+        seen += len(y)
+    model.train(was)
+    return correct / max(1, seen)
 
 
 @register
@@ -189,6 +211,12 @@ class REMNoRemove(REM):
 @dataclass(frozen=True)
 class NPOConfig(MethodConfig):
     beta: float = 1.0
+    forget_bn_frozen: bool = True  # [choice] batch norm in inference mode during the updates on D_f
+
+
+@dataclass(frozen=True)
+class AscentConfig(MethodConfig):
+    forget_bn_frozen: bool = True  # [choice] batch norm in inference mode during the updates on D_f
 
 
 class _ForgetOnly(Method):
@@ -215,7 +243,7 @@ class _ForgetOnly(Method):
             _, _, racc = _remove_phase(model, ref_ce, fb, opt, one_epoch, getattr(cfg, "beta", 1.0),
                                        self.loss, dev)
             score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
-            history.append({"epoch": epoch, "train_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
+            history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
                             "acc_drop_f": acc_f})
             best.offer(score, model, epoch)
             if racc <= cfg.gamma:
@@ -249,4 +277,5 @@ class Ascent(_ForgetOnly):
     name = "ascent"
     summary = "Gradient ascent on the cross-entropy of D_f until Acc(D_f) <= gamma, best epoch by the proxy"
     uses = "D_f (proxy: D_r)"
+    config_cls = AscentConfig
     loss = "ascent"

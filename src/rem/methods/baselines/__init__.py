@@ -1,1 +1,17 @@
-"""Baselines of SPEC §5 (each module registers its methods)."""
+"""Baselines of SPEC §5, each a registered :class:`rem.methods.base.Method` (importing registers them).
+
+| name | module | uses |
+|---|---|---|
+| ``none``, ``retrain``, ``finetune``, ``cf-2``, ``cf-4``, ``eu-2``, ``eu-4`` | :mod:`.simple` | —, D_r |
+| ``scrub``, ``badt`` | :mod:`.distill` | D_f + D_r, D_tr |
+| ``ssd``, ``potion`` | :mod:`.dampening` | D_f + D_r |
+| ``salun`` | :mod:`.salun` | D_f + D_r |
+
+``npo`` and ``ascent`` live with REM in :mod:`rem.methods.rem`. Every baseline runs on an ``etd``
+starting model and returns the deployed model without extra units (see :mod:`.common`).
+"""
+
+from rem.methods.baselines import dampening, distill, salun, simple
+from rem.methods.baselines.common import last_layers, layer_groups
+
+__all__ = ["dampening", "distill", "last_layers", "layer_groups", "salun", "simple"]

@@ -1,0 +1,195 @@
+"""Dampening baselines of SPEC §5: ``ssd`` (Foster et al. 2024), ``potion`` (Schoepf et al. 2024).
+
+Both compute a per-parameter importance on D_f and on a reference set, select the entries that matter
+much more for D_f than for the reference, and scale them down by min(λ·imp_r / imp_f, 1) ∈ [0, 1]: a
+weight's magnitude never grows, and an entry that is not selected stays bit-identical. Both work on
+the deployed model: an ETD model is shrunk first (``drop`` mode computes the same function, and the
+removed θ_o2 gets no gradient in ``drop`` mode anyway).
+
+Importances are averaged over non-augmented batches of ``batch_size`` (triggers stamped as trained)
+with the model in eval mode, so batch-norm statistics are used, not changed **[choice]**.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rem.errors import ConfigError
+from rem.methods.base import Method, MethodConfig, register
+from rem.methods.baselines.common import plain_batches
+from rem.metrics import accuracy
+from rem.models import shrink
+
+
+def importances(model: nn.Module, task, idx: torch.Tensor, batch_size: int, device, kind: str = "fisher"
+                ) -> dict[str, torch.Tensor]:
+    """Per-entry importance of every parameter on D_tr[idx], averaged over batches.
+
+    ``fisher``: squared gradient of the batch's mean cross-entropy (labels as trained), the diagonal
+    Fisher estimate of SSD. ``logit-norm``: absolute gradient of the batch's mean L2 norm of the logits,
+    label-free (LF-SSD / Potion).
+    """
+    if kind not in ("fisher", "logit-norm"):
+        raise ConfigError(f"unknown importance kind {kind!r}")
+    was_training = model.training
+    model.eval()
+    imp = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    n_batches = 0
+    for x, y, _ in plain_batches(task, idx, batch_size, device):
+        model.zero_grad(set_to_none=True)
+        out = model(x, mode="drop").float()
+        loss = F.cross_entropy(out, y) if kind == "fisher" else out.norm(dim=1).mean()
+        loss.backward()
+        for n, p in model.named_parameters():
+            if p.grad is not None:
+                imp[n] += p.grad.pow(2) if kind == "fisher" else p.grad.abs()
+        n_batches += 1
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {n: v / max(1, n_batches) for n, v in imp.items()}
+
+
+@torch.no_grad()
+def dampen_(model: nn.Module, imp_f: dict[str, torch.Tensor], imp_r: dict[str, torch.Tensor], alpha: float,
+            lam: float) -> int:
+    """SSD's selection and dampening, in place: where imp_f > α·imp_r, θ ← θ·min(λ·imp_r/imp_f, 1).
+
+    Returns the number of selected entries. Unselected entries are not touched; a selected entry is
+    multiplied by a factor in [0, 1], so no weight's magnitude ever increases.
+    """
+    if alpha < 0 or lam < 0:
+        raise ConfigError(f"dampening needs alpha >= 0 and lambda >= 0, got {alpha}, {lam}")
+    selected = 0
+    for n, p in model.named_parameters():
+        f, r = imp_f[n], imp_r[n]
+        sel = f > alpha * r  # f > 0 wherever selected, since α·imp_r >= 0
+        if not bool(sel.any()):
+            continue
+        factor = (lam * r[sel] / f[sel]).clamp(0.0, 1.0)
+        p[sel] = p[sel] * factor.to(p.dtype)
+        selected += int(sel.sum())
+    return selected
+
+
+@dataclass(frozen=True)
+class SSDConfig(MethodConfig):
+    """SSD's settings: selection weighting ``alpha`` (α = 10) and dampening constant ``lam`` (λ = 1);
+    ``reference``: the set of the reference importance, ``retain`` (D_r, as SPEC §5 and the
+    corrective-unlearning benchmark) or ``train`` (all of D_tr, as the SSD paper's D)."""
+
+    alpha: float = 10.0
+    lam: float = 1.0
+    reference: str = "retain"
+
+    def validate(self) -> None:
+        if self.alpha < 0 or self.lam < 0:
+            raise ConfigError(f"SSD: alpha and lam must be >= 0, got {self.alpha}, {self.lam}")
+        if self.reference not in ("retain", "train"):
+            raise ConfigError(f"SSD: reference must be 'retain' or 'train', got {self.reference!r}")
+
+
+@register
+class SSD(Method):
+    """Selective Synaptic Dampening (Foster et al. 2024): diagonal-Fisher importances (mean squared
+    gradient of CE, labels as trained) on D_f and on the reference set; every parameter entry with
+    imp_f > α·imp_r is scaled by min(λ·imp_r/imp_f, 1). No training, no step budget.
+
+    Uses D_f and D_r (``reference="train"``: all of D_tr). Departure: importances are squared
+    gradients of batch means (as SSD's code) on non-augmented images; SSD's paper uses D = D_tr as the
+    reference, SPEC §5 and the benchmark D_r (default here).
+    """
+
+    name = "ssd"
+    config_cls = SSDConfig
+    summary = "Selective Synaptic Dampening: shrink weights far more important to D_f than to D_r"
+    uses = "D_f, D_r"
+
+    def _unlearn(self, model, task, forget_idx, ctx, history):
+        cfg: SSDConfig = self.config
+        dev = ctx.device
+        model = shrink(model).to(dev)
+        ref_idx = task.retain_idx(forget_idx) if cfg.reference == "retain" else torch.arange(task.n_train)
+        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "fisher")
+        imp_r = importances(model, task, ref_idx, cfg.batch_size, dev, "fisher")
+        n_sel = dampen_(model, imp_f, imp_r, cfg.alpha, cfg.lam)
+        total = sum(p.numel() for p in model.parameters())
+        history.append({"phase": "dampen", "selected": n_sel, "selected_share": n_sel / max(1, total)})
+        return model
+
+
+@dataclass(frozen=True)
+class PotionConfig(MethodConfig):
+    """Potion's settings: at most ``max_tries`` tries; the share s starts at ``start_share`` (None:
+    |D_f|/|D_tr|) and grows by ``growth`` per try until Acc(D_f) ≤ γ·Acc_start(D_f) (``relative``,
+    Potion's code) or ≤ γ (``relative=False``); γ is the shared ``gamma`` (0.2); λ = ``lam`` = 1."""
+
+    max_tries: int = 50
+    growth: float = 1.1
+    start_share: float | None = None
+    relative: bool = True
+    lam: float = 1.0
+
+    def validate(self) -> None:
+        if self.max_tries < 1 or self.growth <= 1.0 or self.lam < 0:
+            raise ConfigError(f"Potion: need max_tries >= 1, growth > 1, lam >= 0; got {self.max_tries}, "
+                              f"{self.growth}, {self.lam}")
+        if self.start_share is not None and not 0 < self.start_share <= 1:
+            raise ConfigError(f"Potion: start_share must be in (0, 1], got {self.start_share}")
+
+
+def percentile_threshold(imp_f: dict[str, torch.Tensor], imp_r: dict[str, torch.Tensor], q: float) -> float:
+    """The ``q``-th percentile (0–100, linear interpolation) of all finite ratios imp_f / imp_r."""
+    ratios = torch.cat([(imp_f[n] / imp_r[n]).flatten() for n in imp_f]).cpu()
+    ratios = ratios[torch.isfinite(ratios)]
+    if ratios.numel() == 0:
+        return float("inf")
+    return float(np.percentile(ratios.double().numpy(), min(100.0, max(0.0, q))))
+
+
+@register
+class Potion(Method):
+    """Potion (Schoepf et al. 2024), a label-free, self-tuning SSD for poison unlearning.
+
+    Importance = mean absolute gradient of the L2 norm of the logits (no labels) on D_f and on D_r.
+    Selection threshold α = the percentile 100 − ln(1 + 100·s) of all ratios imp_f/imp_r; selected
+    entries are dampened as SSD's (λ = 1). Starting at s = |D_f|/|D_tr| and multiplying s by 1.1, each
+    try dampens the *starting* model anew until Acc(D_f) (against the corrupted labels) ≤ γ × its
+    starting value, at most ``max_tries`` (50) tries; if the target is never met the last try is kept.
+    Uses D_f and D_r (D_r's importance, D_f's accuracy). Departures: at most 50 tries (Potion's code
+    allows 500); the norm is the plain L2 norm of the logits (Potion's code also has a squared variant).
+    """
+
+    name = "potion"
+    config_cls = PotionConfig
+    summary = "Potion: label-free SSD with a percentile threshold grown until Acc(D_f) drops"
+    uses = "D_f, D_r"
+
+    def _unlearn(self, model, task, forget_idx, ctx, history):
+        cfg: PotionConfig = self.config
+        dev = ctx.device
+        model = shrink(model).to(dev).eval()
+        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "logit-norm")
+        imp_r = importances(model, task, task.retain_idx(forget_idx), cfg.batch_size, dev, "logit-norm")
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        y = task.y_train.cpu()
+        acc_start = accuracy(model, task, forget_idx, y, device=dev) / 100
+        target = cfg.gamma * acc_start if cfg.relative else cfg.gamma
+        s = cfg.start_share if cfg.start_share is not None else len(forget_idx) / task.n_train
+        for attempt in range(cfg.max_tries):
+            model.load_state_dict(start)
+            q = 100.0 - math.log(1.0 + 100.0 * s)
+            alpha = percentile_threshold(imp_f, imp_r, q)
+            n_sel = dampen_(model, imp_f, imp_r, alpha, cfg.lam)
+            acc = accuracy(model, task, forget_idx, y, device=dev) / 100
+            history.append({"try": attempt, "share": s, "percentile": q, "alpha": alpha, "selected": n_sel,
+                            "acc_f": acc, "acc_f_start": acc_start, "target": target})
+            if acc <= target:
+                break
+            s *= cfg.growth
+        return model

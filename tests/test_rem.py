@@ -1,0 +1,137 @@
+"""REM's invariants and an end-to-end heal of a planted backdoor on generated data."""
+
+import copy
+
+import pytest
+import torch
+
+import rem
+from rem.data.tasks import TaskConfig, make_task
+from rem.errors import ConfigError, IndexSetError
+from rem.methods import Context, get_method
+from rem.metrics import evaluate
+from rem.models import SHARED_KEY, param_count
+from rem.profiles import get_profile, profile_data
+from rem.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    """A smoke-profile starting model that has learned a planted backdoor (≈7 s on one core)."""
+    p = get_profile("smoke")
+    data = profile_data(p)
+    task = make_task(data, TaskConfig(kind="poison", n_corrupt=p.n_corrupt, seed=0))
+    model = pretrain(task, p.arch_spec(10), "capacity-0.5", p.pretrain)
+    return p, task, model
+
+
+def test_backdoor_is_learned_then_healed_by_rem(smoke):
+    p, task, model = smoke
+    fi = task.forget_idx(0.5)
+    before = evaluate(model, task, fi)
+    assert before["corrupt_acc"] >= 80 and before["healed"] <= 40, before  # the backdoor is really there
+    healed = rem.unlearn(model, task, fi, "rem", device="cpu", steps=p.unlearn.steps,
+                         batch_size=p.unlearn.batch_size, lr=p.unlearn.lr)
+    after = evaluate(healed, task, fi)
+    assert after["healed"] >= before["healed"] + 40, (before, after)
+    assert after["healed"] >= after["test_acc"] - 15, after  # near the clean accuracy
+    assert after["utility"] >= before["utility"] - 5, (before, after)
+    assert after["asr"] <= before["asr"] / 2
+    assert param_count(healed) == param_count(model) and not healed.has_extra
+    assert healed.history[-1]["best_round"] >= 0
+    assert {"proxy", "acc_drop_f", "acc_mask_f"} <= set(healed.history[0])
+
+
+def test_forget_set_shares_one_mask_others_their_own(smoke, monkeypatch):
+    p, task, model = smoke
+    fi = task.forget_idx(0.5)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    orig = rem.models.ResNet9.forward
+
+    def spy(self, x, mode="drop", keys=None, masks=None):
+        if mode == "mask" and keys is not None and self.training:
+            seen.append((keys.clone(), self.group_masks(mode, keys, masks)[1].clone()))
+        return orig(self, x, mode, keys, masks)
+
+    monkeypatch.setattr(rem.models.ResNet9, "forward", spy)
+    get_method("rem", steps=3, batch_size=128).unlearn(model, task, fi, Context())
+    forget = set(fi.tolist())
+    shared_masks, own = [], {}
+    for keys, m in seen:
+        for k, row in zip(keys.tolist(), m):
+            if k == SHARED_KEY:
+                shared_masks.append(row)
+            else:
+                assert k not in forget  # D_f samples never go through their own mask
+                own.setdefault(k, []).append(row)
+    assert shared_masks and all(torch.equal(r, shared_masks[0]) for r in shared_masks)
+    assert len(own) > 10
+    rows = [v[0] for v in own.values()]
+    assert not all(torch.equal(r, rows[0]) for r in rows)  # other samples: their own, varying masks
+
+
+def test_proxy_never_reads_test_data_or_true_labels(smoke):
+    p, task, model = smoke
+    fi = task.forget_idx(0.5)
+    poisoned = copy.copy(task)
+    poisoned.data = copy.copy(task.data)
+    g = torch.Generator().manual_seed(9)
+    poisoned.data.x_test = torch.randint(0, 256, task.data.x_test.shape, generator=g, dtype=torch.uint8)
+    poisoned.data.y_test = torch.randint(0, 10, task.data.y_test.shape, generator=g)
+    y_true = task.data.y_train.clone()
+    y_true[task.corrupt_idx] = (y_true[task.corrupt_idx] + 3) % 10  # wrong "true" labels of D_c
+    poisoned.data.y_train = y_true
+    kw = dict(steps=20, batch_size=128)
+    a = get_method("rem", **kw).unlearn(model, task, fi, Context())
+    b = get_method("rem", **kw).unlearn(model, poisoned, fi, Context())
+    assert a.history == b.history
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_seeded_run_is_repeatable_and_input_untouched(smoke):
+    p, task, model = smoke
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fi = task.forget_idx(0.5)
+    a = get_method("rem", steps=10, batch_size=128, seed=1).unlearn(model, task, fi, Context())
+    b = get_method("rem", steps=10, batch_size=128, seed=1).unlearn(model, task, fi, Context())
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+@pytest.mark.parametrize("ratio", [1 / 16, 0.25, 1.0])
+def test_any_ratio_returns_original_size(smoke, ratio):
+    p, task, model = smoke
+    h = get_method("rem", steps=4, batch_size=128, expand_ratio=ratio).unlearn(model, task,
+                                                                                task.forget_idx(0.3), Context())
+    assert param_count(h) == param_count(model) and h.spec() == model.spec()
+
+
+def test_rem_on_etd_and_full_models(smoke):
+    p, task, _ = smoke
+    fi = task.forget_idx(0.5)
+    for ptype in ("etd", "full"):
+        m = pretrain(task, p.arch_spec(10), ptype, p.pretrain.__class__(steps=5, batch_size=64, lr=0.05))
+        h = get_method("rem", steps=4, batch_size=128).unlearn(m, task, fi, Context())
+        assert not h.has_extra and h.kept == m.kept
+
+
+def test_variants_and_validation(smoke):
+    p, task, model = smoke
+    fi = task.forget_idx(0.5)
+    for name in ("rem-ideal", "rem-no-remove", "npo", "ascent"):
+        h = get_method(name, steps=4, batch_size=128, max_epochs=3).unlearn(model, task, fi, Context())
+        assert param_count(h) == param_count(model)
+    assert get_method("rem-ideal").config.ideal and not get_method("rem-no-remove").config.remove_term
+    with pytest.raises(ConfigError, match="no setting"):
+        get_method("rem", bogus=1)
+    with pytest.raises(ConfigError):
+        get_method("rem", expand_ratio=0)
+    with pytest.raises(ConfigError, match="unknown method"):
+        get_method("nope")
+    with pytest.raises(IndexSetError):
+        rem.unlearn(model, task, [0, 0], "rem")
+    with pytest.raises(IndexSetError):
+        rem.unlearn(model, task, [10**7], "rem")
