@@ -42,12 +42,12 @@ def _profile(args):
     return p.override(**kw)
 
 
-def _task_from(meta_profile: dict, task_cfg: dict, data_dir):
+def _task_from(meta_profile: dict, task_cfg: dict, data_dir, download: bool = True):
     from rem.data.tasks import TaskConfig, make_task
     from rem.profiles import profile_data, profile_from_dict
 
     profile = profile_from_dict(meta_profile)
-    data = profile_data(profile, data_dir)
+    data = profile_data(profile, data_dir, download=download)
     return profile, make_task(data, TaskConfig.from_dict(task_cfg))
 
 
@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
 
     profile = _profile(args)
     dev = pick_device(args.device)
-    data = profile_data(profile, args.data_dir)
+    data = profile_data(profile, args.data_dir, download=not args.no_download)
     task = profile_task(profile, args.task, args.seed, data=data)
     print(f"pretraining {args.pretrain_type} {profile.arch} on {data.name} ({len(data.y_train)} train, "
           f"{data.image_size}px), task {args.task} |D_c|={len(task.corrupt_idx)}, {profile.pretrain.steps} steps")
@@ -90,7 +90,7 @@ def cmd_eval(args) -> int:
     task_cfg = dict(meta["task"])
     if args.task:
         task_cfg["kind"] = args.task
-    _, task = _task_from(meta["profile"], task_cfg, args.data_dir)
+    _, task = _task_from(meta["profile"], task_cfg, args.data_dir, not args.no_download)
     fi = torch.tensor(meta["forget_idx"]) if "forget_idx" in meta else None
     metrics = evaluate(model, task, fi, device=dev)
     if args.out:
@@ -136,7 +136,7 @@ def cmd_unlearn(args) -> int:
 
     dev = pick_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, dev)
-    profile, task = _task_from(meta["profile"], meta["task"], args.data_dir)
+    profile, task = _task_from(meta["profile"], meta["task"], args.data_dir, not args.no_download)
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")
     forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_index_file(args.forget_file)
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         if data:
             p.add_argument("--data-dir", default=None, help="folder holding the data sets (default: "
                            "$REM_DATA_DIR, else ~/.cache/rem/data; CIFAR-10 is downloaded there if missing)")
+            p.add_argument("--no-download", action="store_true",
+                           help="never download a missing data set; fail with an error instead")
         p.add_argument("--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 

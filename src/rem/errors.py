@@ -19,3 +19,7 @@ class ConfigError(RemError, ValueError):
 
 class IndexSetError(RemError, ValueError):
     """Sample indices that are out of range, duplicated or outside the set they must belong to."""
+
+
+class StoreError(RemError):
+    """A results store that cannot be used: not a rem store, or written with another schema."""

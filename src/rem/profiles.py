@@ -60,9 +60,9 @@ PROFILES: dict[str, Profile] = {
         unlearn=Recipe(steps=360, batch_size=2048, lr=2e-5, optimizer="adam", weight_decay=0.0,
                        horizon=0.0, warmup=0.0)),
     "cpu": Profile(
-        "cpu", n_train=5000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=100,
+        "cpu", n_train=6000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=120,
         rates=(0.1, 0.3, 0.5, 0.7, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
-        pretrain=Recipe(steps=1000, batch_size=512, lr=0.025),
+        pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
         unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0)),
     "smoke": Profile(
         "smoke", dataset="generated", image_size=16, arch_kw={"width": 0.25},

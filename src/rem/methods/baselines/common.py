@@ -35,14 +35,15 @@ def forward(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, mode: str) -> 
 
 
 def batches(task: Task, idx: torch.Tensor | None, cfg: MethodConfig, device, *, seed_offset: int = 0,
-            labels: torch.Tensor | None = None, augment: bool = True) -> Batches:
+            labels: torch.Tensor | None = None, drop_last: bool | None = None) -> Batches:
     """Shuffled, augmented batches over D_tr[idx] with labels as trained (or ``labels``).
 
-    As in :func:`rem.train.fit`, the last incomplete batch is dropped when there is more than one batch.
+    By default (``drop_last=None``), as in :func:`rem.train.fit`, the last incomplete batch is dropped
+    when there is more than one batch; passes that must see every sample (epochs over D_f) pass False.
     """
     n = task.n_train if idx is None else len(idx)
     return train_batches(task, idx, device=device, batch_size=cfg.batch_size, seed=cfg.seed + seed_offset,
-                         labels=labels, augment=augment, drop_last=n > cfg.batch_size)
+                         labels=labels, drop_last=n > cfg.batch_size if drop_last is None else drop_last)
 
 
 def plain_batches(task: Task, idx: torch.Tensor, batch_size: int, device) -> Batches:

@@ -80,7 +80,7 @@ class SCRUB(Method):
         mode = train_forward_mode(model, ctx)
         teacher = frozen_copy(model)
         T = cfg.temperature
-        fb = batches(task, forget_idx, cfg, dev, seed_offset=1)
+        fb = batches(task, forget_idx, cfg, dev, seed_offset=1, drop_last=False)  # every D_f sample
         rb = batches(task, task.retain_idx(forget_idx), cfg, dev)
         retain_steps = cycle(rb, cfg.steps)
         chunk = math.ceil(cfg.steps / cfg.rounds)
@@ -165,7 +165,8 @@ class BadTeacher(Method):
         dev = ctx.device
         mode = train_forward_mode(model, ctx)
         competent = frozen_copy(model)
-        incompetent = frozen_copy(fresh_model(model, derived_seed(cfg.seed, "badt-incompetent")))
+        incompetent = fresh_model(model, derived_seed(cfg.seed, "badt-incompetent"))  # random init
+        incompetent.eval().requires_grad_(False)
         is_forget = task.membership(forget_idx).to(dev)
         data = batches(task, None, cfg, dev)
         opt = optimizer_for(model, cfg)

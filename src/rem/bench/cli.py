@@ -1,0 +1,297 @@
+"""The ``rem bench`` and ``rem report`` commands (wired into :mod:`rem.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rem.errors import ConfigError
+
+BENCH_EPILOG = """examples:
+  rem bench --profile smoke --run-dir runs/smoke
+  rem bench --profile cpu --run-dir runs/cpu --methods none,finetune,rem --rates 0.1,0.5,1.0
+  rem bench --config grid.toml --run-dir runs/x --executor ray --ray-address auto
+  rem bench --profile paper --run-dir runs/paper --executor slurm --slurm-partition gpu --slurm-gpus 1
+  rem report --run-dir runs/smoke
+
+Rerunning the same command resumes: cells already in <run-dir>/results.sqlite are skipped."""
+
+
+def parse_settings(items: list[str] | None) -> dict:
+    """``["rem.beta=0.5", "alpha=0.1"]`` → ``{"rem": {"beta": 0.5}, "*": {"alpha": 0.1}}`` (JSON values)."""
+    out: dict[str, dict] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ConfigError(f"--set expects [METHOD.]KEY=VALUE, got {it!r}")
+        lhs, v = it.split("=", 1)
+        method, _, key = lhs.rpartition(".")
+        try:
+            value = json.loads(v)
+        except json.JSONDecodeError:
+            value = v
+        out.setdefault(method or "*", {})[key.replace("-", "_")] = value
+    return out
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "bench",
+        help="run the benchmark grid (methods × pretraining × tasks × rates × seeds), resumably",
+        description="Run every cell of a benchmark grid not yet in <run-dir>/results.sqlite: pretrain each "
+        "starting model once (cached in <run-dir>/models), run each method on it, evaluate, and "
+        "store one record per cell. Defaults come from the profile; methods default to all "
+        "registered ones (see `rem methods`).",
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    g = p.add_argument_group("grid")
+    g.add_argument(
+        "--profile",
+        default=None,
+        help="settings profile: smoke, cpu, paper, paper-vit (default: the config file's, else cpu)",
+    )
+    g.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="grid settings from a .json or .toml file (keys: profile, methods, tasks, rates, seeds, "
+        "pretrain_types, dataset, width, n_corrupt, steps, pretrain_steps, expand_ratio, "
+        "exclude_methods, settings); options given here override it",
+    )
+    g.add_argument(
+        "--methods", default=None, help="comma-separated methods, or 'all' (default: all registered)"
+    )
+    g.add_argument(
+        "--exclude-methods", default=None, help="comma-separated methods to leave out, e.g. retrain"
+    )
+    g.add_argument(
+        "--tasks",
+        default=None,
+        help="comma-separated tasks: poison (high regularity), interclass (medium), random (low); "
+        "default all three",
+    )
+    g.add_argument(
+        "--rates", default=None, help="comma-separated discovery rates in (0, 1] (default: the profile's)"
+    )
+    g.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
+    g.add_argument(
+        "--pretrain-types",
+        default=None,
+        help="comma-separated pretraining types: capacity-0.5, etd, full (default: the profile's)",
+    )
+    g.add_argument(
+        "--dataset", default=None, help="override the profile's data set: cifar10, svhn, generated"
+    )
+    g.add_argument("--width", type=float, default=None, help="override the ResNet-9 width multiplier")
+    g.add_argument(
+        "--n-corrupt", type=int, default=None, help="override |D_c|, the number of corrupted samples"
+    )
+    g.add_argument(
+        "--steps", type=int, default=None, help="override the unlearning step budget of every method"
+    )
+    g.add_argument(
+        "--pretrain-steps", type=int, default=None, help="override the number of pretraining steps"
+    )
+    g.add_argument(
+        "--expand-ratio",
+        type=float,
+        default=None,
+        help="REM (and variants): extra capacity ratio r = |θ_o2|/|θ_o1| in (0, 1] (default 1)",
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        metavar="[METHOD.]KEY=VALUE",
+        help="another method setting, for one method (rem.beta=0.5) or every method that has it "
+        "(alpha=0.1); repeatable",
+    )
+    g.add_argument(
+        "--dry-run", action="store_true", help="list the cells and how many are stored; run nothing"
+    )
+    g.add_argument("--limit", type=int, default=None, help="run at most this many of the missing cells")
+
+    e = p.add_argument_group("execution")
+    e.add_argument(
+        "--run-dir",
+        required=True,
+        help="run folder: results.sqlite (the results store), models/ (starting models), report/",
+    )
+    e.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray", "slurm"],
+        help="local: cells one by one in this process (default); ray: Ray tasks on a cluster; "
+        "slurm: a submitit job array",
+    )
+    e.add_argument(
+        "--ray-address",
+        default=None,
+        help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray instance)",
+    )
+    e.add_argument("--cpus-per-cell", type=float, default=1, help="Ray: CPUs reserved per task (default 1)")
+    e.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        help="Ray: GPUs reserved per task (default 1 if --device is cuda, else 0)",
+    )
+    e.add_argument(
+        "--slurm-cluster",
+        default=None,
+        choices=["slurm", "local"],
+        help="submitit back end: slurm (default when sbatch is found) or local processes",
+    )
+    e.add_argument("--slurm-partition", default=None, help="SLURM partition")
+    e.add_argument(
+        "--slurm-timeout-min", type=int, default=240, help="time limit of each job in minutes (default 240)"
+    )
+    e.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job (default 4)")
+    e.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
+    e.add_argument(
+        "--slurm-mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)"
+    )
+    e.add_argument(
+        "--slurm-array-parallelism",
+        type=int,
+        default=None,
+        help="at most this many jobs of the array at once",
+    )
+    e.add_argument("--slurm-account", default=None, help="SLURM account to charge")
+    e.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the data sets (default: $REM_DATA_DIR, else "
+        "~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
+    )
+    e.add_argument(
+        "--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1"
+    )
+    e.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first failed cell (default: record it, go on)"
+    )
+    e.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+    return p
+
+
+def add_report_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "report",
+        help="heatmaps, tables and an HTML page from a run folder",
+        description="Build the report of <run-dir>/results.sqlite: heatmap_{uxh,healed,utility}.png (rows = "
+        "regularity, columns = discovery rate, one panel per method, the starting model as reference "
+        "column), table.md/table.csv (mean ± SEM per method, sorted by uxh), cells.csv and one "
+        "self-contained report.html.",
+    )
+    p.add_argument("--run-dir", required=True, help="run folder written by `rem bench`")
+    p.add_argument("--out", default=None, help="output folder (default <run-dir>/report)")
+    p.add_argument(
+        "--methods", default=None, help="comma-separated methods to include (default all in the store)"
+    )
+    p.add_argument(
+        "--metrics",
+        default="uxh,healed,utility",
+        help="comma-separated metrics to draw heatmaps of (default uxh,healed,utility)",
+    )
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def grid_from_args(args):
+    from rem.bench.grid import Grid, parse_list
+
+    over = {
+        "profile": args.profile,
+        "methods": parse_list(args.methods),
+        "exclude_methods": parse_list(args.exclude_methods),
+        "tasks": parse_list(args.tasks),
+        "rates": parse_list(args.rates, float),
+        "seeds": parse_list(args.seeds, int),
+        "pretrain_types": parse_list(args.pretrain_types),
+        "dataset": args.dataset,
+        "width": args.width,
+        "n_corrupt": args.n_corrupt,
+        "steps": args.steps,
+        "pretrain_steps": args.pretrain_steps,
+        "expand_ratio": args.expand_ratio,
+        "settings": parse_settings(args.set) or None,
+    }
+    if args.config:
+        return Grid.from_file(args.config, **over)
+    return Grid(profile="cpu").override(**over)
+
+
+def cmd_bench(args) -> int:
+    from rem.bench.executors import run_grid
+    from rem.bench.store import ResultStore
+
+    grid = grid_from_args(args)
+    if args.dry_run:
+        cells = grid.cells()
+        done = set()
+        from pathlib import Path
+
+        if (Path(args.run_dir) / "results.sqlite").exists():
+            with ResultStore.in_run_dir(args.run_dir, create=False) as store:
+                done = store.done_keys()
+        for c in cells:
+            print(f"{'stored ' if c.key in done else 'to run '} {c.key}  {c.label()}")
+        print(f"{len(cells)} cells, {sum(c.key in done for c in cells)} stored")
+        return 0
+    kw = {}
+    if args.executor == "ray":
+        kw = {
+            "ray_address": args.ray_address,
+            "cpus_per_cell": args.cpus_per_cell,
+            "gpus_per_cell": args.gpus_per_cell,
+        }
+    elif args.executor == "slurm":
+        kw = {
+            "cluster": args.slurm_cluster,
+            "slurm": {
+                "partition": args.slurm_partition,
+                "timeout_min": args.slurm_timeout_min,
+                "cpus_per_task": args.slurm_cpus,
+                "gpus_per_node": args.slurm_gpus,
+                "mem_gb": args.slurm_mem_gb,
+                "array_parallelism": args.slurm_array_parallelism,
+                "account": args.slurm_account,
+            },
+        }
+    summary = run_grid(
+        grid,
+        args.run_dir,
+        args.executor,
+        device=args.device,
+        data_dir=args.data_dir,
+        progress=not args.quiet,
+        fail_fast=args.fail_fast,
+        limit=args.limit,
+        **kw,
+    )
+    print(summary)
+    if not args.no_report and summary.skipped + summary.done > 0:
+        from rem.report import build_report
+
+        rep = build_report(args.run_dir)
+        print(f"report: {rep.html}")
+    return 0 if not summary.failed else 1
+
+
+def cmd_report(args) -> int:
+    from rem.bench.grid import parse_list
+    from rem.report import build_report
+
+    metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
+    methods = list(parse_list(args.methods) or ()) or None
+    rep = build_report(args.run_dir, args.out, metrics=tuple(metrics), methods=methods)
+    sys.stdout.write(rep.table_md.read_text())
+    if rep.warning:
+        print(rep.warning, file=sys.stderr)
+    print(
+        f"\n{rep.n_cells} cells ({rep.n_failed} failed); wrote {rep.html}, {rep.table_md}, {rep.table_csv}, "
+        f"{rep.cells_csv} and {len(rep.heatmaps)} heatmaps"
+    )
+    return 0

@@ -1,0 +1,330 @@
+"""The benchmark grid: a profile plus overrides, expanded into cells (SPEC §6).
+
+A :class:`Grid` names a profile (``smoke``, ``cpu``, ``paper``, ``paper-vit``) and optionally overrides
+what to run. It expands into :class:`Cell` s, one per
+
+    method × pretraining type × task × discovery rate × seed
+
+and every cell carries its *full resolved* configuration (the profile with its overrides applied, the
+task's config, the method's resolved settings), so a cell's :attr:`Cell.key` — a hash of that
+configuration — names exactly one computation. The results store is keyed by it: rerunning a grid
+skips the cells whose key already has a record, and changing any setting makes new keys.
+
+**Default methods: every registered method** (``rem methods`` lists them), in the order of
+:data:`DEFAULT_ORDER` then any others alphabetically. Defaults for everything else come from the
+profile. Every method gets the profile's unlearning recipe (steps, lr, batch size, optimiser, weight
+decay, momentum) and the cell's seed; ``expand_ratio`` goes to the methods that have that setting (REM
+and its variants); ``settings`` sets any other method field, for all methods that have it
+(``{"*": {"beta": 0.5}}``) or for one (``{"scrub": {"alpha": 0.1}}``).
+
+A grid can be read from a JSON or TOML file whose keys are the fields of :class:`Grid` (dashes or
+underscores), e.g.::
+
+    profile = "cpu"
+    methods = ["none", "finetune", "rem"]
+    rates = [0.1, 0.5, 1.0]
+    [settings.rem]
+    beta = 0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from rem.data.tasks import KINDS, TaskConfig
+from rem.errors import ConfigError
+from rem.profiles import Profile, get_profile
+from rem.train import PRETRAIN_TYPES
+
+#: Order of methods in reports and grids when all are run (then any other registered method, sorted).
+DEFAULT_ORDER = (
+    "none",
+    "rem",
+    "rem-ideal",
+    "rem-no-remove",
+    "npo",
+    "ascent",
+    "retrain",
+    "finetune",
+    "cf-2",
+    "cf-4",
+    "eu-2",
+    "eu-4",
+    "scrub",
+    "badt",
+    "ssd",
+    "potion",
+    "salun",
+)
+
+
+def registered_methods() -> list[str]:
+    """Every registered method, in :data:`DEFAULT_ORDER` first, then the others alphabetically."""
+    from rem.methods import REGISTRY
+
+    known = [m for m in DEFAULT_ORDER if m in REGISTRY]
+    return known + sorted(set(REGISTRY) - set(known))
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+
+
+def _fields_of(method: str) -> set[str]:
+    from rem.methods import REGISTRY
+
+    return {f.name for f in dataclasses.fields(REGISTRY[method].config_cls)}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One computation of the grid: a method run on one starting model, task, discovery rate and seed."""
+
+    method: str
+    pretrain_type: str
+    task: str
+    rate: float
+    seed: int
+    profile: Profile  # resolved (overrides applied)
+    method_overrides: tuple[tuple[str, object], ...] = ()  # sorted (name, value) pairs given to get_method
+
+    @property
+    def overrides(self) -> dict:
+        return dict(self.method_overrides)
+
+    def task_config(self) -> TaskConfig:
+        return TaskConfig(kind=self.task, n_corrupt=self.profile.n_corrupt, seed=self.seed)
+
+    def method_config(self) -> dict:
+        """The method's full resolved settings (its config dataclass as a dict)."""
+        from rem.methods import get_method
+
+        return get_method(self.method, **self.overrides).config.as_dict()
+
+    def config(self) -> dict:
+        """The full resolved configuration; :attr:`key` is its hash."""
+        return {
+            "method": self.method,
+            "pretrain_type": self.pretrain_type,
+            "task": self.task_config().as_dict(),
+            "rate": self.rate,
+            "seed": self.seed,
+            "profile": self.profile.as_dict(),
+            "method_config": self.method_config(),
+        }
+
+    @cached_property
+    def key(self) -> str:
+        return _hash(self.config())
+
+    @cached_property
+    def start_key(self) -> str:
+        """Hash of what determines the starting model (shared by every method and rate of a task)."""
+        return start_key(self.profile, self.pretrain_type, self.task, self.seed)
+
+    def label(self) -> str:
+        return f"{self.method} {self.pretrain_type} {self.task} r={self.rate:g} s={self.seed}"
+
+
+def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str:
+    """Hash of the settings a starting model depends on (not the unlearning recipe, rates or seeds list)."""
+    p = profile.as_dict()
+    for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
+        p.pop(k, None)
+    tc = TaskConfig(kind=task, n_corrupt=profile.n_corrupt, seed=seed).as_dict()
+    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed})
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What to run. ``None`` fields take the profile's value; ``methods=None`` means every registered one."""
+
+    profile: str = "cpu"
+    methods: tuple[str, ...] | None = None
+    exclude_methods: tuple[str, ...] = ()  # taken out of ``methods`` (handy with the default: all)
+    tasks: tuple[str, ...] = KINDS
+    rates: tuple[float, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    pretrain_types: tuple[str, ...] | None = None
+    dataset: str | None = None
+    width: float | None = None  # ResNet-9 width multiplier (of the full-width model)
+    n_corrupt: int | None = None
+    steps: int | None = None  # unlearning step budget
+    pretrain_steps: int | None = None
+    expand_ratio: float | None = None  # REM's r = |θ_o2|/|θ_o1|, for methods that have it
+    settings: dict = field(default_factory=dict)  # {"*": {...}, "<method>": {...}}: other method settings
+
+    def __post_init__(self) -> None:
+        for name in ("methods", "exclude_methods", "tasks", "rates", "seeds", "pretrain_types"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                v = [s for s in v.split(",") if s.strip()]
+            if v is not None:
+                object.__setattr__(self, name, tuple(v))
+        if self.methods is not None:
+            object.__setattr__(self, "methods", tuple(m.strip() for m in self.methods))
+        if self.rates is not None:
+            object.__setattr__(self, "rates", tuple(round(float(r), 6) for r in self.rates))
+        if self.seeds is not None:
+            object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        bad = [t for t in self.tasks if t not in KINDS]
+        if bad:
+            raise ConfigError(f"unknown task(s) {bad}; expected some of {KINDS}")
+        bad = [t for t in self.pretrain_types or () if t not in PRETRAIN_TYPES]
+        if bad:
+            raise ConfigError(f"unknown pretraining type(s) {bad}; expected some of {PRETRAIN_TYPES}")
+        bad = [r for r in self.rates or () if not 0 < r <= 1]
+        if bad:
+            raise ConfigError(f"discovery rates must be in (0, 1], got {bad}")
+        if not isinstance(self.settings, dict) or any(
+            not isinstance(v, dict) for v in self.settings.values()
+        ):
+            raise ConfigError("settings must map a method name (or '*') to a table of settings")
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Grid:
+        d = {k.replace("-", "_"): v for k, v in d.items()}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown grid setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> Grid:
+        """A grid from a ``.json`` or ``.toml`` file; non-``None`` ``overrides`` win over the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no grid config file at {path}")
+        text = path.read_text()
+        try:
+            if path.suffix.lower() == ".toml":
+                try:
+                    import tomllib
+                except ModuleNotFoundError:  # Python 3.10
+                    import tomli as tomllib  # type: ignore[no-redef]
+                d = tomllib.loads(text)
+            else:
+                d = json.loads(text)
+        except ModuleNotFoundError as e:
+            raise ConfigError("reading TOML on Python 3.10 needs `pip install tomli`; or use JSON") from e
+        except ValueError as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {e}") from e
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a table of grid settings")
+        return cls.from_dict(d).override(**overrides)
+
+    def override(self, **kw) -> Grid:
+        kw = {k: v for k, v in kw.items() if v is not None}
+        if "settings" in kw:  # merge per method
+            merged = {m: dict(s) for m, s in self.settings.items()}
+            for m, s in kw["settings"].items():
+                merged.setdefault(m, {}).update(s)
+            kw["settings"] = merged
+        return dataclasses.replace(self, **kw)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    # --- resolution ---------------------------------------------------------------------------
+
+    def resolved_profile(self) -> Profile:
+        p = get_profile(self.profile)
+        kw: dict = {
+            "dataset": self.dataset,
+            "n_corrupt": self.n_corrupt,
+            "rates": self.rates,
+            "seeds": self.seeds,
+            "pretrain_types": self.pretrain_types,
+        }
+        if self.width is not None:
+            if p.arch != "resnet9":
+                raise ConfigError(f"width applies to ResNet-9; profile {p.name!r} uses {p.arch}")
+            kw["arch_kw"] = {**p.arch_kw, "width": float(self.width)}
+        if self.steps is not None:
+            kw["unlearn"] = dataclasses.replace(p.unlearn, steps=int(self.steps))
+        if self.pretrain_steps is not None:
+            kw["pretrain"] = dataclasses.replace(p.pretrain, steps=int(self.pretrain_steps))
+        return p.override(**kw)
+
+    def method_names(self) -> list[str]:
+        from rem.methods import REGISTRY
+
+        names = registered_methods() if self.methods in (None, (), ("all",)) else list(self.methods)
+        unknown = [m for m in names + list(self.exclude_methods) if m not in REGISTRY]
+        if unknown:
+            raise ConfigError(f"unknown method(s) {unknown}; registered: {', '.join(registered_methods())}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"a method is listed twice in {names}")
+        names = [m for m in names if m not in self.exclude_methods]
+        if not names:
+            raise ConfigError("no method left to run")
+        bad = sorted(set(self.settings) - set(REGISTRY) - {"*"})
+        if bad:
+            raise ConfigError(
+                f"settings for unknown method(s) {bad}; registered: {', '.join(registered_methods())}"
+            )
+        return names
+
+    def method_overrides(self, method: str, profile: Profile, seed: int) -> dict:
+        """The settings a method gets: the profile's unlearning recipe, the seed, then ``settings``."""
+        fields = _fields_of(method)
+        u = profile.unlearn
+        base = {
+            "steps": u.steps,
+            "lr": u.lr,
+            "batch_size": u.batch_size,
+            "optimizer": u.optimizer,
+            "weight_decay": u.weight_decay,
+            "momentum": u.momentum,
+            "seed": seed,
+        }
+        if self.expand_ratio is not None:
+            base["expand_ratio"] = float(self.expand_ratio)
+        base.update(self.settings.get("*", {}))
+        out = {k: v for k, v in base.items() if k in fields}  # only what this method has
+        out.update(self.settings.get(method, {}))  # named settings must exist (get_method checks)
+        return out
+
+    def cells(self) -> list[Cell]:
+        """Every cell, grouped by starting model (pretraining type, task, seed), then method, then rate."""
+        from rem.methods import get_method
+
+        profile = self.resolved_profile()
+        names = self.method_names()
+        for t in self.tasks:  # validates n_corrupt for each task (e.g. interclass needs it even)
+            TaskConfig(kind=t, n_corrupt=profile.n_corrupt)
+        for r in profile.rates:
+            if round(r * profile.n_corrupt) < 1:
+                raise ConfigError(f"rate {r} of n_corrupt={profile.n_corrupt} discovers no sample")
+        out = []
+        for ptype in profile.pretrain_types:
+            for task in self.tasks:
+                for seed in profile.seeds:
+                    for m in names:
+                        ov = self.method_overrides(m, profile, seed)
+                        get_method(m, **ov)  # validate once, before any work
+                        for rate in profile.rates:
+                            out.append(
+                                Cell(
+                                    m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))
+                                )
+                            )
+        return out
+
+
+def parse_list(text: str | None, kind=str) -> tuple | None:
+    """``"a,b"`` → ``("a", "b")`` (``None`` stays ``None``), converting each item with ``kind``."""
+    if text is None:
+        return None
+    try:
+        return tuple(kind(s.strip()) for s in text.split(",") if s.strip())
+    except ValueError as e:
+        raise ConfigError(f"cannot read {text!r} as a comma-separated list of {kind.__name__}: {e}") from e

@@ -1,0 +1,320 @@
+"""``rem report``: heatmaps, tables and one self-contained HTML page from a run folder's results store.
+
+Writes into the output folder (default ``<run_dir>/report``):
+
+- ``heatmap_uxh.png``, ``heatmap_healed.png``, ``heatmap_utility.png``: SPEC §2's Figure 1 (rows =
+  regularity, columns = discovery rate, one panel per method, the starting model as reference column);
+- ``table.md`` / ``table.csv``: Table 1, mean ± SEM over cells of healed, utility and uxh per method
+  and pretraining type, sorted by uxh (plus mean uxh per task in the Markdown);
+- ``cells.csv``: every finished cell's metrics;
+- ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rem.report.heatmaps import LABELS, heatmap_png
+from rem.report.tables import (
+    CELL_COLUMNS,
+    by_task_markdown,
+    by_task_table,
+    flatten,
+    fmt_pm,
+    summary_markdown,
+    summary_table,
+    to_csv,
+)
+
+HEATMAP_METRICS = ("uxh", "healed", "utility")
+KNOWN_METRICS = ("uxh", "healed", "utility", "healed_test", "forget_acc", "asr", "test_acc", "corrupt_acc")
+
+
+@dataclass
+class Report:
+    """Paths of what :func:`build_report` wrote, and the summary table."""
+
+    out_dir: Path
+    html: Path
+    table_md: Path
+    table_csv: Path
+    cells_csv: Path
+    heatmaps: dict[str, Path] = field(default_factory=dict)
+    table: list[dict] = field(default_factory=list)
+    n_cells: int = 0
+    n_failed: int = 0
+    warning: str = ""  # set when records of several grids share a run folder
+
+
+def _starts(records: list[dict]) -> list[dict]:
+    """The distinct starting models of the records (their metrics before unlearning)."""
+    seen: dict[str, dict] = {}
+    for r in records:
+        if r.get("start_metrics") and r.get("start_key") not in seen:
+            seen[r["start_key"]] = {
+                "task": r["task"],
+                "pretrain_type": r["pretrain_type"],
+                "seed": r["seed"],
+                "metrics": r["start_metrics"],
+            }
+    return list(seen.values())
+
+
+def _write(path: Path, data: str | bytes) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def build_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    metrics: tuple[str, ...] = HEATMAP_METRICS,
+    methods: list[str] | None = None,
+) -> Report:
+    """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
+
+    ``methods`` restricts it to some methods. Raises :class:`~rem.errors.StoreError` if there is no store.
+    """
+    from rem.bench.store import ResultStore
+    from rem.errors import ConfigError, StoreError
+
+    bad = [m for m in metrics if m not in KNOWN_METRICS]
+    if bad:
+        raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    with ResultStore.in_run_dir(run_dir, create=False) as store:
+        records = store.records("done")
+        failed = store.records("failed")
+        meta = store.meta()
+    if methods:
+        records = [r for r in records if r["method"] in methods]
+        failed = [r for r in failed if r.get("method") in methods]
+    if not records:
+        raise StoreError(
+            f"{run_dir / 'results.sqlite'} holds no finished cell"
+            + (f" of methods {methods}" if methods else "")
+            + ": nothing to report"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [flatten(r) for r in records]
+    coords: dict[tuple, int] = {}
+    for r in rows:
+        c = (r["method"], r["pretrain_type"], r["task"], r["rate"], r["seed"])
+        coords[c] = coords.get(c, 0) + 1
+    mixed = sum(n > 1 for n in coords.values())
+    warning = (
+        f"Warning: {mixed} (method, pretraining, task, rate, seed) cells have several records with different "
+        "settings (several grids in one run folder); they are averaged together. Use one run folder per grid."
+        if mixed
+        else ""
+    )
+    starts = _starts(records)
+    table = summary_table(rows)
+    by_task = by_task_table(rows)
+    rep = Report(
+        warning=warning,
+        out_dir=out,
+        html=out / "report.html",
+        table_md=out / "table.md",
+        table_csv=out / "table.csv",
+        cells_csv=out / "cells.csv",
+        table=table,
+        n_cells=len(records),
+        n_failed=len(failed),
+    )
+    pngs = {}
+    for m in metrics:
+        pngs[m] = heatmap_png(rows, starts, m)
+        rep.heatmaps[m] = _write(out / f"heatmap_{m}.png", pngs[m])
+    md = (
+        "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh.\n\n"
+        + (f"**{warning}**\n\n" if warning else "")
+        + summary_markdown(table)
+        + "\n"
+        + by_task_markdown(by_task)
+    )
+    _write(rep.table_md, md)
+    _write(
+        rep.table_csv,
+        to_csv(
+            table,
+            [
+                "method",
+                "pretrain_type",
+                "cells",
+                "tasks",
+                "healed_mean",
+                "healed_sem",
+                "utility_mean",
+                "utility_sem",
+                "uxh_mean",
+                "uxh_sem",
+                "wall_s_mean",
+            ],
+        ),
+    )
+    _write(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
+    _write(rep.html, _html(run_dir, meta, records, rows, failed, table, by_task, pngs, warning))
+    return rep
+
+
+# --- HTML -----------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
+padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2}
+td.l,th.l{text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
+code,pre{background:#f6f6f6;padding:1px 4px}
+pre{padding:8px;overflow-x:auto;font-size:0.8em}
+details{margin:1em 0}
+"""
+
+
+def _e(v) -> str:
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.2f}"
+    return html.escape("" if v is None else str(v))
+
+
+def _html_table(head: list[str], body: list[list], left: int = 1) -> str:
+    th = "".join(
+        f'<th class="l">{html.escape(h)}</th>' if i < left else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(head)
+    )
+    rows = []
+    for line in body:
+        rows.append(
+            "<tr>"
+            + "".join(
+                f'<td class="l">{_e(v)}</td>' if i < left else f"<td>{_e(v)}</td>" for i, v in enumerate(line)
+            )
+            + "</tr>"
+        )
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _html(
+    run_dir: Path,
+    meta: dict,
+    records: list[dict],
+    rows: list[dict],
+    failed: list[dict],
+    table: list[dict],
+    by_task: list[dict],
+    pngs: dict[str, bytes],
+    warning: str = "",
+) -> str:
+    from rem.data.tasks import KINDS, REGULARITY
+
+    env = records[0].get("env", {})
+    profile = records[0].get("config", {}).get("profile", {})
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>rem benchmark: "
+        f"{html.escape(run_dir.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>rem benchmark: {html.escape(str(run_dir))}</h1>",
+        f"<p>{len(records)} finished cells, {len(failed)} failed; profile <code>{_e(profile.get('name'))}"
+        f"</code> ({_e(profile.get('dataset'))}, {_e(profile.get('arch'))}, |D_c| = "
+        f"{_e(profile.get('n_corrupt'))}); rem {_e(env.get('rem'))}, torch {_e(env.get('torch'))}, "
+        f"{_e(env.get('device'))}. Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
+        f"<p style='color:#a00'><strong>{html.escape(warning)}</strong></p>" if warning else "",
+        "<h2>Summary (Table 1)</h2><p>Mean ± SEM over cells (tasks × discovery rates × seeds), sorted by "
+        "uxh = healed × utility / 100.</p>",
+        _html_table(
+            ["method", "pretrain", "cells", "healed", "utility", "uxh", "wall s (mean)"],
+            [
+                [
+                    r["method"],
+                    r["pretrain_type"],
+                    r["cells"],
+                    fmt_pm(r["healed_mean"], r["healed_sem"]),
+                    fmt_pm(r["utility_mean"], r["utility_sem"]),
+                    fmt_pm(r["uxh_mean"], r["uxh_sem"]),
+                    r["wall_s_mean"],
+                ]
+                for r in table
+            ],
+            left=2,
+        ),
+        "<h3>Mean uxh per task</h3>",
+        _html_table(
+            ["method", "pretrain"] + [f"{k} ({REGULARITY[k]})" for k in KINDS],
+            [[r["method"], r["pretrain_type"]] + [r[k] for k in KINDS] for r in by_task],
+            left=2,
+        ),
+        "<h2>Heatmaps</h2><p>Rows: regularity of the corruption; columns: discovery rate; "
+        "<em>start</em>: the starting model before unlearning. Each cell is the mean over seeds.</p>",
+    ]
+    for m, png in pngs.items():
+        b64 = base64.b64encode(png).decode("ascii")
+        parts.append(
+            f"<h3>{html.escape(LABELS.get(m, m))}</h3>"
+            f"<img alt='heatmap of {html.escape(m)}' src='data:image/png;base64,{b64}'>"
+        )
+    cols = [
+        "method",
+        "pretrain_type",
+        "task",
+        "rate",
+        "seed",
+        "uxh",
+        "healed",
+        "utility",
+        "healed_test",
+        "forget_acc",
+        "asr",
+        "wall_s",
+        "peak_mem_mb",
+        "split_hash",
+    ]
+    parts.append(
+        f"<details><summary>All {len(rows)} cells</summary>"
+        + _html_table(cols, [[r.get(c) for c in cols] for r in rows], left=3)
+        + "</details>"
+    )
+    if failed:
+        parts.append(
+            "<h2>Failed cells</h2><p>Rerun <code>rem bench</code> with the same run folder to retry.</p>"
+        )
+        for f in failed:
+            parts.append(
+                f"<details><summary>{_e(f.get('method'))} {_e(f.get('pretrain_type'))} "
+                f"{_e(f.get('task'))} rate {_e(f.get('rate'))} seed {_e(f.get('seed'))}</summary>"
+                f"<pre>{html.escape(f.get('error', ''))}</pre></details>"
+            )
+    grid = meta.get("last_grid")
+    parts.append(
+        "<h2>Run</h2><details><summary>Environment and grid</summary><pre>"
+        + html.escape(
+            json.dumps(
+                {
+                    "env": env,
+                    "last_grid": json.loads(grid) if grid else None,
+                    "store": {k: v for k, v in meta.items() if k != "last_grid"},
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        + "</pre></details></body></html>\n"
+    )
+    return "\n".join(parts)
+
+
+__all__ = ["HEATMAP_METRICS", "Report", "build_report"]

@@ -1,0 +1,105 @@
+"""The paper's Figure 1: regularity × discovery-rate heatmaps, one panel per method (SPEC §2).
+
+Rows are the regularity of the corruption (high = poison, medium = interclass, low = random), columns
+the discovery rates, each cell the mean over seeds; the first column (``start``, set apart by a white
+line) is the starting model before unlearning, as a reference. One figure per metric. Drawn with
+matplotlib's object API on the Agg canvas (no pyplot state, no display needed).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from rem.data.tasks import KINDS, REGULARITY
+from rem.report.tables import mean_sem, order_methods
+
+LABELS = {"uxh": "uxh (healed × utility / 100)", "healed": "healed (%)", "utility": "utility (%)"}
+
+
+def panels(rows: list[dict]) -> list[tuple[str, str]]:
+    """(method, pretraining type) pairs in report order."""
+    pairs = {(r["method"], r["pretrain_type"]) for r in rows}
+    ptypes = sorted({p for _, p in pairs})
+    return [(m, p) for m in order_methods(m for m, _ in pairs) for p in ptypes if (m, p) in pairs]
+
+
+def grid_values(
+    rows: list[dict],
+    starts: list[dict],
+    method: str,
+    ptype: str,
+    metric: str,
+    tasks: list[str],
+    rates: list[float],
+) -> list[list[float]]:
+    """Matrix [task][start + rates] of the mean ``metric``."""
+    out = []
+    for t in tasks:
+        st = [s["metrics"].get(metric) for s in starts if s["task"] == t and s["pretrain_type"] == ptype]
+        line = [mean_sem(st)[0]]
+        for rate in rates:
+            vals = [
+                r.get(metric)
+                for r in rows
+                if r["method"] == method
+                and r["pretrain_type"] == ptype
+                and r["task"] == t
+                and abs(r["rate"] - rate) < 1e-9
+            ]
+            line.append(mean_sem(vals)[0])
+        out.append(line)
+    return out
+
+
+def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int = 110) -> bytes:
+    """One PNG with a panel per (method, pretraining type) for ``metric``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pairs = panels(rows)
+    tasks = [k for k in KINDS if any(r["task"] == k for r in rows)]
+    rates = sorted({round(r["rate"], 6) for r in rows})
+    multi_ptype = len({p for _, p in pairs}) > 1
+    n = max(1, len(pairs))
+    ncols = min(4, n)
+    nrows = math.ceil(n / ncols)
+    w = max(2.6, 0.55 * (len(rates) + 1) + 1.2)
+    height = 0.55 * len(tasks) * nrows + 0.9 * nrows + 0.6
+    fig = Figure(figsize=(w * ncols + 1.0, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    im = None
+    for i, (method, ptype) in enumerate(pairs):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        vals = grid_values(rows, starts, method, ptype, metric, tasks, rates)
+        im = ax.imshow(vals, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        for y, line in enumerate(vals):
+            for x, v in enumerate(line):
+                if not math.isnan(v):
+                    ax.text(
+                        x,
+                        y,
+                        f"{v:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if v < 55 else "black",
+                    )
+        ax.axvline(0.5, color="white", linewidth=3)
+        ax.set_xticks(range(len(rates) + 1), ["start"] + [f"{r:g}" for r in rates], fontsize=7)
+        ax.set_yticks(
+            range(len(tasks)),
+            [f"{REGULARITY[t]}\n({t})" for t in tasks] if i % ncols == 0 else [""] * len(tasks),
+            fontsize=7,
+        )
+        ax.set_title(f"{method} ({ptype})" if multi_ptype else method, fontsize=9)
+        if i // ncols == nrows - 1:
+            ax.set_xlabel("discovery rate", fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=fig.axes, shrink=0.8, label=LABELS.get(metric, metric))
+    fig.suptitle(
+        f"{LABELS.get(metric, metric)}: regularity × discovery rate (start = before unlearning)", fontsize=10
+    )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

@@ -1,0 +1,347 @@
+"""The benchmark machinery: grid, results store, executors (local, Ray, submitit), resume, report.
+
+Tiny grids on the smoke profile with the cheapest methods (none, finetune), one rate and few steps.
+Runs that are compared with each other use one CPU thread each, so their metrics are bit-identical.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rem.bench import Grid, ResultStore, run_grid
+from rem.bench.cli import parse_settings
+from rem.bench.grid import registered_methods
+from rem.bench.store import SCHEMA_VERSION
+from rem.errors import ConfigError, RemError, StoreError
+
+TINY = {"profile": "smoke", "methods": ("none", "finetune"), "rates": (0.5,), "pretrain_steps": 20,
+        "steps": 4}
+
+
+def tiny_grid(**kw) -> Grid:
+    return Grid(**{**TINY, "tasks": ("poison", "random"), **kw})
+
+
+def _metrics(run_dir) -> dict:
+    with ResultStore.in_run_dir(run_dir, create=False) as s:
+        return {r["key"]: r["metrics"] for r in s.records()}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, one_thread):
+    """The tiny grid run with the local executor (shared by the tests that compare executors)."""
+    d = tmp_path_factory.mktemp("local")
+    summary = run_grid(tiny_grid(), d, progress=False)
+    return d, summary
+
+
+# --- grid -----------------------------------------------------------------------------------------
+
+
+def test_grid_cells_and_keys():
+    g = tiny_grid()
+    cells = g.cells()
+    assert len(cells) == 2 * 2 * 1 * 1  # methods × tasks × rates × seeds (one pretraining type)
+    keys = [c.key for c in cells]
+    assert len(set(keys)) == len(keys)
+    assert keys == [c.key for c in tiny_grid().cells()]  # stable
+    assert set(keys).isdisjoint(c.key for c in tiny_grid(steps=5).cells())  # any setting changes the key
+    # cells of one starting model share its key; every method gets the profile's recipe and the seed
+    by_start = {}
+    for c in cells:
+        by_start.setdefault(c.start_key, set()).add(c.method)
+    assert all(v == {"none", "finetune"} for v in by_start.values()) and len(by_start) == 2
+    ft = next(c for c in cells if c.method == "finetune")
+    assert ft.overrides["steps"] == 4 and ft.overrides["seed"] == 0 and ft.method_config()["steps"] == 4
+    assert ft.config()["profile"]["pretrain"]["steps"] == 20
+
+
+def test_grid_defaults_and_overrides(tmp_path):
+    g = Grid(profile="smoke")
+    names = g.method_names()
+    assert names == registered_methods() and "none" in names and "finetune" in names
+    assert "retrain" not in Grid(profile="smoke", exclude_methods="retrain").method_names()
+    with pytest.raises(ConfigError, match="unknown method"):
+        Grid(profile="smoke", methods=("nope",)).cells()
+    with pytest.raises(ConfigError, match="unknown task"):
+        Grid(tasks=("poison", "bad"))
+    with pytest.raises(ConfigError, match="rates"):
+        Grid(rates=(0.0,))
+    # settings: "*" reaches only methods that have the field, a named one must exist in that method
+    g = Grid(profile="smoke", methods=("none", "rem"), rates=(1.0,), tasks=("poison",), expand_ratio=0.5,
+             settings=parse_settings(["rem.beta=0.5", "gamma=0.3"]))
+    cfg = {c.method: c.method_config() for c in g.cells()}
+    assert cfg["rem"]["beta"] == 0.5 and cfg["rem"]["expand_ratio"] == 0.5 and cfg["rem"]["gamma"] == 0.3
+    assert "expand_ratio" not in cfg["none"] and cfg["none"]["gamma"] == 0.3
+    with pytest.raises(ConfigError):
+        Grid(profile="smoke", methods=("none",), settings={"none": {"beta": 1.0}}).cells()
+    # config files, JSON and TOML, with CLI-style overrides on top
+    (tmp_path / "g.json").write_text(json.dumps({"profile": "smoke", "methods": ["none"], "rates": [0.5, 1.0],
+                                                 "pretrain-types": ["capacity-0.5"]}))
+    gj = Grid.from_file(tmp_path / "g.json", rates=(1.0,))
+    assert gj.methods == ("none",) and gj.rates == (1.0,) and gj.pretrain_types == ("capacity-0.5",)
+    (tmp_path / "g.toml").write_text('profile = "smoke"\nmethods = ["none", "rem"]\n'
+                                     '[settings.rem]\nbeta = 0.25\n')
+    gt = Grid.from_file(tmp_path / "g.toml")
+    assert gt.settings == {"rem": {"beta": 0.25}}
+    (tmp_path / "bad.json").write_text('{"profile": "smoke", "colour": 1}')
+    with pytest.raises(ConfigError, match="colour"):
+        Grid.from_file(tmp_path / "bad.json")
+
+
+# --- store ----------------------------------------------------------------------------------------
+
+
+def test_store_upsert_never_duplicates(tmp_path):
+    with ResultStore.in_run_dir(tmp_path) as s:
+        cfg = {"method": "m", "pretrain_type": "etd", "task": {"kind": "poison"}, "rate": 0.5, "seed": 0}
+        assert s.put_failure(cfg, "k1", "Traceback: boom")
+        assert s.count("failed") == 1 and s.done_keys() == set()
+        rec = {"key": "k1", "method": "m", "task": "poison", "rate": 0.5, "seed": 0}
+        assert s.put({**rec, "metrics": {"uxh": 1}})
+        assert not s.put({**rec, "metrics": {}})
+        assert not s.put_failure(cfg, "k1", "late failure")  # a finished cell is never replaced
+        assert s.count(None) == 1 and s.get("k1")["metrics"] == {"uxh": 1}
+
+
+def test_store_refuses_other_schema_or_kind(tmp_path):
+    with ResultStore.in_run_dir(tmp_path):
+        pass
+    db = tmp_path / "results.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value=? WHERE name='schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="newer rem"):
+        ResultStore(db)
+    with pytest.raises(StoreError, match="newer rem"):  # before any work
+        run_grid(tiny_grid(), tmp_path, progress=False)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value='other-tool' WHERE name='kind'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="not a rem results store"):
+        ResultStore(db)
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="not a rem results store"):
+        ResultStore(other)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        ResultStore(junk)
+    with pytest.raises(StoreError, match="no results store"):
+        ResultStore(tmp_path / "missing" / "results.sqlite", create=False)
+
+
+def test_report_from_records(tmp_path):
+    """Table 1 maths (mean ± SEM, sorted by uxh) and the warning when two grids share a run folder."""
+    from rem.report import build_report
+    from rem.report.tables import mean_sem
+
+    m, sem, n = mean_sem([1.0, 2.0, 3.0, float("nan")])
+    assert (m, n) == (2.0, 3) and sem == pytest.approx((1 / 3) ** 0.5)
+    with ResultStore.in_run_dir(tmp_path) as s:
+        for i, (method, uxh) in enumerate([("a", 10.0), ("a", 30.0), ("b", 50.0), ("b", 50.0)]):
+            s.put({"key": f"k{i}", "method": method, "pretrain_type": "etd", "task": "random", "rate": 0.5,
+                   "seed": i % 2, "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0},
+                   "start_key": "s", "start_metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0}})
+    rep = build_report(tmp_path)
+    assert [r["method"] for r in rep.table] == ["b", "a"] and rep.table[1]["uxh_mean"] == 20.0
+    assert rep.table[1]["uxh_sem"] == pytest.approx(10.0) and not rep.warning
+    with ResultStore.in_run_dir(tmp_path) as s:  # the same cell again, from another grid's settings
+        s.put({"key": "other", "method": "a", "pretrain_type": "etd", "task": "random", "rate": 0.5,
+               "seed": 0, "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0}})
+    rep = build_report(tmp_path)
+    assert "several records" in rep.warning and "several records" in rep.html.read_text()
+
+
+# --- local executor, end to end -------------------------------------------------------------------
+
+
+def test_smoke_grid_end_to_end(local_run):
+    from rem.report import build_report
+
+    d, summary = local_run
+    assert summary.complete and summary.done == 4 and summary.skipped == 0
+    with ResultStore.in_run_dir(d) as s:
+        recs = s.records()
+        models = s.models()
+    assert len(recs) == 4 and len(models) == 2
+    assert sorted(p.name for p in (d / "models").iterdir()) == sorted(Path(m["path"]).name for m in models)
+    for r in recs:
+        want = {"healed", "healed_test", "utility", "uxh", "forget_acc", "test_acc", "params"}
+        assert want <= r["metrics"].keys()
+        assert r["split_hash"] and r["env"]["torch"] and r["wall_s"] >= 0 and "peak_mem_mb" in r
+        assert r["config"]["method_config"] == r["method_config"] and r["n_forget"] == 25
+        assert isinstance(r["history"], list)
+        if r["method"] == "none":  # the starting model as deployed
+            for k in ("healed", "utility", "uxh"):
+                assert r["metrics"][k] == pytest.approx(r["start_metrics"][k])
+    again = run_grid(tiny_grid(), d, progress=False)
+    assert again.skipped == 4 and again.done == 0
+    rep = build_report(d)
+    for p in (rep.html, rep.table_md, rep.table_csv, rep.cells_csv, *rep.heatmaps.values()):
+        assert p.is_file() and p.stat().st_size > 0
+    assert set(rep.heatmaps) == {"uxh", "healed", "utility"}
+    html = rep.html.read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<img" in html
+    assert "http" not in html.split("<body>")[1]  # self-contained: nothing fetched
+    b64 = html.split("data:image/png;base64,")[1].split("'")[0]
+    assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    md = rep.table_md.read_text()
+    assert "| finetune |" in md and "| none |" in md and "±" in md
+    assert rep.table_csv.read_text().splitlines()[0].startswith("method,pretrain_type,cells")
+
+
+def test_failed_cell_is_recorded_and_retried(tmp_path, monkeypatch, one_thread):
+    from rem.methods import REGISTRY, Method
+
+    class Explode(Method):
+        name = "test-explode"
+        summary = "raises (test only)"
+
+        def _unlearn(self, model, task, forget_idx, ctx, history):
+            raise RuntimeError("boom")
+
+    monkeypatch.setitem(REGISTRY, "test-explode", Explode)
+    g = Grid(**{**TINY, "methods": ("none", "test-explode"), "tasks": ("poison",)})
+    summary = run_grid(g, tmp_path, progress=False)
+    assert summary.done == 1 and len(summary.failed) == 1 and "boom" in summary.failed[0][1]
+    with ResultStore.in_run_dir(tmp_path) as s:
+        assert s.count("done") == 1 and s.count("failed") == 1
+        assert "RuntimeError: boom" in s.records("failed")[0]["error"]
+    with pytest.raises(RemError, match="fail-fast"):
+        run_grid(g, tmp_path, progress=False, fail_fast=True)  # the failed cell is retried, not skipped
+
+
+def test_resume_after_sigkill(tmp_path):
+    """Kill `rem bench` (SIGKILL) once a record is stored; rerun; every cell once, finished ones untouched."""
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "rem", "bench", "--profile", "smoke", "--run-dir", str(run_dir),
+            "--methods", "none,finetune", "--rates", "0.5", "--tasks", "poison,interclass,random",
+            "--pretrain-steps", "60", "--steps", "4", "--device", "cpu", "--quiet", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    db = run_dir / "results.sqlite"
+    n_at_kill = 0
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if db.is_file():
+                try:
+                    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+                    n_at_kill = con.execute("SELECT COUNT(*) FROM records WHERE status='done'").fetchone()[0]
+                    con.close()
+                except sqlite3.OperationalError:  # tables not created yet
+                    n_at_kill = 0
+                if n_at_kill >= 1:
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        out = proc.communicate(timeout=60)[0].decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{out}"
+    grid = Grid(profile="smoke", methods=("none", "finetune"), rates=(0.5,), pretrain_steps=60, steps=4)
+    total = len(grid.cells())
+    assert 1 <= n_at_kill < total
+    with ResultStore.in_run_dir(run_dir) as s:
+        before = {r["key"]: r for r in s.records()}
+    assert len(before) >= n_at_kill
+    summary = run_grid(grid, run_dir, device="cpu", progress=False)
+    assert summary.skipped == len(before) and summary.done == total - len(before) and summary.complete
+    with ResultStore.in_run_dir(run_dir) as s:
+        after = {r["key"]: r for r in s.records()}
+        dup = s.conn.execute("SELECT key FROM records GROUP BY key HAVING COUNT(*) > 1").fetchall()
+        assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert s.count(None) == total
+    assert not dup and set(after) == {c.key for c in grid.cells()}
+    for k, r in before.items():  # kept as written, not recomputed
+        assert after[k]["finished_at"] == r["finished_at"] and after[k]["metrics"] == r["metrics"]
+
+
+# --- distributed executors ------------------------------------------------------------------------
+
+
+def test_ray_executor_matches_local(tmp_path, local_run):
+    ray = pytest.importorskip("ray")
+    local_dir, _ = local_run
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        summary = run_grid(tiny_grid(), tmp_path, "ray", progress=False, cpus_per_cell=1)
+    finally:
+        ray.shutdown()
+    assert summary.complete and summary.done == 4
+    assert len(list((tmp_path / "models").glob("*.safetensors"))) == 2
+    assert _metrics(tmp_path) == _metrics(local_dir)
+
+
+def test_slurm_executor_local_matches_local(tmp_path, local_run):
+    pytest.importorskip("submitit")
+    local_dir, _ = local_run
+    g = tiny_grid(tasks=("poison",))
+    summary = run_grid(g, tmp_path, "slurm", progress=False, cluster="local", slurm={"cpus_per_task": 1},
+                       poll_s=0.2)
+    assert summary.complete and summary.done == 2, summary
+    got, ref = _metrics(tmp_path), _metrics(local_dir)
+    assert got and got == {k: ref[k] for k in got}
+    assert not list((tmp_path / "incoming").glob("*.json"))  # moved into the store
+
+
+def test_missing_engine_says_what_to_install(tmp_path, monkeypatch, local_run):
+    local_dir, _ = local_run
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    g = tiny_grid(rates=(1.0,), tasks=("poison",))  # not yet stored, so the executor is really called
+    with pytest.raises(ConfigError, match=r"pip install 'rem\[ray\]'"):
+        run_grid(g, tmp_path, "ray", progress=False)
+    with pytest.raises(ConfigError, match=r"pip install 'rem\[slurm\]'"):
+        run_grid(g, tmp_path, "slurm", progress=False)
+    with pytest.raises(ConfigError, match="executor"):
+        run_grid(g, tmp_path, "dask", progress=False)
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def test_cli_bench_report(local_run, tmp_path, capsys):
+    from rem.cli import build_parser, main
+
+    d, _ = local_run
+    base = ["bench", "--profile", "smoke", "--run-dir", str(d), "--methods", "none,finetune",
+            "--rates", "0.5", "--tasks", "poison,random", "--pretrain-steps", "20", "--steps", "4", "--quiet"]
+    assert main([*base, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 cells, 4 stored" in out
+    assert main([*base, "--no-report"]) == 0  # all stored: nothing to run
+    assert "4 already stored, 0 run now" in capsys.readouterr().out
+    assert main(["report", "--run-dir", str(d), "--out", str(tmp_path / "rep"), "--metrics", "uxh"]) == 0
+    assert (tmp_path / "rep" / "report.html").is_file() and (tmp_path / "rep" / "heatmap_uxh.png").is_file()
+    assert main(["report", "--run-dir", str(tmp_path / "nothing")]) == 2  # a clear error, not a traceback
+    assert "no results store" in capsys.readouterr().err
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("bench", "report"):
+        for act in sub.choices[name]._actions:
+            assert act.help, f"rem {name} {act.option_strings} has no help text"
