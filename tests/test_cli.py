@@ -62,3 +62,9 @@ def test_methods_lists_registry(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "rem " in out and "npo" in out
+
+
+def test_demo_on_smoke_profile(tmp_path, capsys):
+    assert main(["demo", "--profile", "smoke", "--run-dir", str(tmp_path / "d"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "rem" in out and "report.html" in out and (tmp_path / "d" / "report" / "report.html").exists()

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rem.errors import ConfigError
 from rem.models import SHARED_KEY, MaskSpec, build_model, expand, mask_keys, param_count, resnet9, shrink
 from rem.models.capacity import uniform_hash
-from rem.errors import ConfigError
 
 
 def _model(width=0.125, seed=0):

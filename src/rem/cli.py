@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: REM against the strongest baselines on CIFAR-10 (cpu profile)",
                        description="Pretrain on the cpu profile of CIFAR-10 and compare REM with baselines.")
     p.add_argument("--run-dir", default="runs/demo", help="folder of the demo's results store and report")
+    p.add_argument("--profile", default="cpu", help="settings profile (default cpu; smoke for a quick look)")
     common(p)
     p.set_defaults(func=cmd_demo)
     return ap

@@ -2,8 +2,8 @@
 
 | regularity | kind | construction (n = |D_c|) |
 |---|---|---|
-| high   | ``poison``     | n uniform indices, label := target (0), a 3×3 white trigger in the bottom-right corner, stamped after augmentation |
-| medium | ``interclass`` | the first n/2 samples of class a (3) get label b (5) and the first n/2 of class b get label a, in data-set order |
+| high   | ``poison``     | n uniform indices, label := target (0), 3×3 white trigger bottom-right, after augmentation |
+| medium | ``interclass`` | first n/2 of class a (3) get label b (5), first n/2 of b get a, in data-set order |
 | low    | ``random``     | n uniform indices, label := (true + U{1..K−1}) mod K, always wrong |
 
 All randomness comes from ``torch.Generator`` objects keyed by (seed, kind, purpose), never global

@@ -33,12 +33,22 @@ import torch
 from rem.data.loader import train_batches
 from rem.data.tasks import Task
 from rem.errors import ConfigError
+from rem.methods.base import (
+    BestState,
+    Context,
+    Method,
+    MethodConfig,
+    forget_batches,
+    npo_loss,
+    optimizer_for,
+    per_sample_ce,
+    proxy,
+    register,
+)
 from rem.metrics import accuracy
 from rem.models import CapacityNet, expand, shrink
 from rem.models.capacity import MaskSpec, mask_keys
 from rem.runtime import autocast
-from rem.methods.base import (BestState, Context, Method, MethodConfig, forget_batches, npo_loss, optimizer_for,
-                              per_sample_ce, proxy, register)
 
 
 @dataclass(frozen=True)
