@@ -99,17 +99,12 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _parse_set(items: list[str]) -> dict:
-    out = {}
-    for it in items or []:
-        if "=" not in it:
-            raise RemError(f"--set expects key=value, got {it!r}")
-        k, v = it.split("=", 1)
-        try:
-            out[k.replace("-", "_")] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k.replace("-", "_")] = v
-    return out
+def _parse_set(items: list[str], method: str) -> dict:
+    """``--set`` values for ``method``: ``key=value`` or ``method.key=value`` (same syntax as ``rem bench``)."""
+    from rem.bench.cli import parse_settings
+
+    by_method = parse_settings(items)
+    return {**by_method.get("*", {}), **by_method.get(method, {})}
 
 
 def read_index_file(path: str | Path) -> torch.Tensor:
@@ -150,7 +145,7 @@ def cmd_unlearn(args) -> int:
         overrides["expand_ratio"] = args.expand_ratio
     if args.soft_mask:
         overrides["soft_mask"] = True
-    overrides.update(_parse_set(args.set))
+    overrides.update(_parse_set(args.set, args.method))
     get_method(args.method, **overrides)  # validate the config before any work
     print(f"{args.method}: |D_f|={len(forget_idx)} of |D_c|={len(task.corrupt_idx)}, task {task.kind}")
     with measure(dev) as m:

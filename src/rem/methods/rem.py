@@ -26,6 +26,7 @@ the budget is reached. **[beyond]** ``expand_ratio`` below 1 and ``soft_mask``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -247,7 +248,7 @@ class _ForgetOnly(Method):
         retain_idx = task.retain_idx(forget_idx)
         opt = optimizer_for(model, cfg)
         fb = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
-        one_epoch = dataclass_replace(cfg, max_epochs=1)
+        one_epoch = dataclasses.replace(cfg, max_epochs=1)
         best = BestState()
         for epoch in range(cfg.max_epochs):
             _, _, racc = _remove_phase(model, ref_ce, fb, opt, one_epoch, getattr(cfg, "beta", 1.0),
@@ -261,12 +262,6 @@ class _ForgetOnly(Method):
         best.restore(model)
         history.append({"best_round": best.round, "best_proxy": best.score})
         return shrink(model)
-
-
-def dataclass_replace(cfg, **kw):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
 
 
 @register
