@@ -1,21 +1,31 @@
-"""REM with a fraction of the extra capacity: r ∈ {1/16, 1/8, 1/4, 1/2, 1}, relative to r = 1, in one run.
+"""REM with a fraction of the extra capacity: r ∈ {1, 1/2, 1/4, 1/8, 1/16}, relative to r = 1, in one run.
 
-For a full-width and a capacity-0.5 starting model of the profile, each task at one discovery rate:
+For a ``full`` and a ``capacity-0.5`` starting model of the profile, each task at one discovery rate:
 uxh, healed, utility, unlearning wall time and peak memory for every ratio r, each also as a ratio to
 the r = 1 run of the same model and task.
 
-    python benchmarks/capacity_ratio.py [--profile cpu] [--tasks poison,interclass,random] [--rate 0.5]
+Every run is a cell of ``rem bench`` (one grid per r, methods = rem), written to the results store of
+``--run-dir``: starting models are pretrained once and cached there (the capacity-0.5 ones are the
+same files the ``rem bench --profile <p>`` grid uses when the run folder is shared), and an interrupted
+benchmark resumes where it stopped. Wall time and peak memory are those of the unlearning alone.
+
+    python benchmarks/capacity_ratio.py --profile cpu --run-dir runs/cpu [--tasks poison,interclass,random]
+        [--rate 0.5] [--ptypes full,capacity-0.5] [--full-width W] [--ratios 1,0.5,0.25,0.125,0.0625]
+
+``--full-width`` is the ResNet-9 width multiplier of the ``full`` model (default: the profile's, i.e. a
+model as wide as the capacity-0.5 model would be with its reserve). In ``rem`` a capacity-0.5 model
+*is* an ordinary network of half that width, so a ``full`` model of width w/2 is the same network as
+the capacity-0.5 model of width w.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from rem.api import unlearn
-from rem.metrics import evaluate
-from rem.profiles import get_profile, profile_data, profile_task
-from rem.runtime import measure, pick_device
-from rem.train import pretrain
+from rem.bench.executors import run_grid
+from rem.bench.grid import Grid, parse_list
+from rem.bench.store import ResultStore
+from rem.profiles import get_profile
 
 RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
@@ -23,33 +33,62 @@ RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--run-dir", default=None, help="run folder (default runs/capacity-<profile>)")
     ap.add_argument("--tasks", default="poison,interclass,random")
     ap.add_argument("--rate", type=float, default=0.5)
     ap.add_argument("--ptypes", default="full,capacity-0.5")
+    ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS))
+    ap.add_argument("--full-width", type=float, default=None, help="width multiplier of the full model")
+    ap.add_argument("--steps", type=int, default=None, help="override the unlearning step budget")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
-    prof, dev = get_profile(args.profile), pick_device(args.device)
-    data = profile_data(prof)
-    u = prof.unlearn
-    print("| model | task | r | uxh | healed | utility | wall s | peak MB | uxh/uxh(r=1) | time/time(r=1) "
-          "| mem/mem(r=1) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for ptype in args.ptypes.split(","):
-        for kind in args.tasks.split(","):
-            task = profile_task(prof, kind, 0, data=data)
-            model = pretrain(task, prof.arch_spec(data.num_classes), ptype, prof.pretrain, device=dev)
-            fi = task.forget_idx(args.rate)
+    run_dir = args.run_dir or f"runs/capacity-{args.profile}"
+    ratios = parse_list(args.ratios, float)
+    tasks = parse_list(args.tasks)
+    get_profile(args.profile)  # fail early on a bad name
+
+    rows = []
+    for ptype in parse_list(args.ptypes):
+        width = args.full_width if ptype == "full" else None
+        for kind in tasks:
             ref = None
-            for r in RATIOS:
-                with measure(dev) as m:
-                    healed = unlearn(model, task, fi, "rem", device=dev, steps=u.steps, lr=u.lr,
-                                     batch_size=u.batch_size, optimizer=u.optimizer, expand_ratio=r)
-                ev = evaluate(healed, task, fi, device=dev)
-                row = (ev["uxh"], ev["healed"], ev["utility"], m.wall_s, m.peak_mem_mb)
+            for r in ratios:
+                # r = 1 is REM's default: that cell is the same as the `rem` cell of the main grid
+                grid = Grid(profile=args.profile, methods=("rem",), tasks=(kind,), rates=(args.rate,),
+                            pretrain_types=(ptype,), expand_ratio=None if r == 1 else r, width=width,
+                            steps=args.steps)
+                (cell,) = grid.cells()
+                run_grid(grid, run_dir, device=args.device, data_dir=args.data_dir, progress=False)
+                with ResultStore.in_run_dir(run_dir) as store:
+                    rec = store.get(cell.key)
+                    start = store.model(cell.start_key)
+                if rec is None:
+                    raise SystemExit(f"cell {cell.label()} failed; see {run_dir}/results.sqlite")
+                ev = rec["metrics"]
+                row = (ev["uxh"], ev["healed"], ev["utility"], rec["wall_s"], rec["peak_mem_mb"])
                 ref = ref or row
-                print(f"| {ptype} | {kind} | {r:g} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | {row[3]:.0f} | "
-                      f"{row[4]:.0f} | {row[0] / max(ref[0], 1e-9):.2f} | {row[3] / ref[3]:.2f} | "
-                      f"{row[4] / max(ref[4], 1e-9):.2f} |", flush=True)
+                rows.append((ptype, kind, r, row, ref, start["metrics"]["params"] if start else float("nan")))
+                print(_fmt(rows[-1]), flush=True)
+    print()
+    print(HEADER)
+    for row in rows:
+        print(_fmt(row))
+
+
+HEADER = (
+    "| model | params | task | r | uxh | healed | utility | wall s | peak MB | uxh/uxh(r=1) | time/time(r=1) "
+    "| mem/mem(r=1) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _fmt(entry) -> str:
+    ptype, kind, r, row, ref, params = entry
+    return (
+        f"| {ptype} | {params} | {kind} | {r:g} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | {row[3]:.0f} | "
+        f"{row[4]:.0f} | {row[0] / max(ref[0], 1e-9):.2f} | {row[3] / max(ref[3], 1e-9):.2f} | "
+        f"{row[4] / max(ref[4], 1e-9):.2f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,13 @@
 
 ``paper`` and ``paper-vit`` are the paper's settings; ``cpu`` is calibrated to two CPU cores (see the
 README for the measured figures); ``smoke`` runs in seconds on generated data.
+
+``cpu`` calibration (2 cores, seed 0): with 6,000 training images (|D_c| = 120) every recipe tried
+(2,000 or 2,200 steps, lr 0.05 or 0.1, weight decay 5e-4 or 5e-5, decay horizon 1.25 or 1.0) left the
+backdoor's attack success at 87-89 %: triggered test images whose bottom-right corner is already bright
+resist it (ASR 98.7 % where the corner's mean pixel is < 100, 16 % where it is ≥ 230). 8,000 images
+with |D_c| = 160 (still 2 %) and the same 2,000 steps reach ASR 91 % while random labels are still
+memorised (93 %), at the same pretraining cost.
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ PROFILES: dict[str, Profile] = {
         unlearn=Recipe(steps=360, batch_size=2048, lr=2e-5, optimizer="adam", weight_decay=0.0,
                        horizon=0.0, warmup=0.0)),
     "cpu": Profile(
-        "cpu", n_train=6000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=120,
+        "cpu", n_train=8000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=160,
         rates=(0.1, 0.3, 0.5, 0.7, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
         pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
         unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0)),
