@@ -52,7 +52,7 @@ def main() -> None:
     for ptype in parse_list(args.ptypes):
         width = args.full_width if ptype == "full" else None
         for kind in tasks:
-            ref = None
+            group = []
             for r in ratios:
                 # r = 1 is REM's default: that cell is the same as the `rem` cell of the main grid
                 grid = Grid(profile=args.profile, methods=("rem",), tasks=(kind,), rates=(args.rate,),
@@ -66,10 +66,12 @@ def main() -> None:
                 if rec is None:
                     raise SystemExit(f"cell {cell.label()} failed; see {run_dir}/results.sqlite")
                 ev = rec["metrics"]
-                row = (ev["uxh"], ev["healed"], ev["utility"], rec["wall_s"], rec["peak_mem_mb"])
-                ref = ref or row
-                rows.append((ptype, kind, r, row, ref, start["metrics"]["params"] if start else float("nan")))
-                print(_fmt(rows[-1]), flush=True)
+                group.append((ptype, kind, r, (ev["uxh"], ev["healed"], ev["utility"], rec["wall_s"],
+                                                rec["peak_mem_mb"]), start["metrics"]["params"] if start else "?"))
+                print(f"{ptype} {kind} r={r:g}: uxh {ev['uxh']:.1f} healed {ev['healed']:.1f} "
+                      f"utility {ev['utility']:.1f} wall {rec['wall_s']:.0f} s", flush=True)
+            ref = next((g[3] for g in group if g[2] == 1), group[0][3])  # relative to r = 1 when it ran
+            rows += [(*g[:4], ref, g[4]) for g in sorted(group, key=lambda g: -g[2])]
     print()
     print(HEADER)
     for row in rows:

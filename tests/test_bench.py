@@ -178,6 +178,21 @@ def test_report_from_records(tmp_path):
     assert "several records" in rep.warning and "several records" in rep.html.read_text()
 
 
+def test_report_separates_expansion_ratios(tmp_path):
+    """REM cells with another extra-capacity ratio (or soft masks) are their own row, not averaged in."""
+    from rem.report import build_report
+
+    with ResultStore.in_run_dir(tmp_path) as s:
+        for i, (mc, uxh) in enumerate([({"expand_ratio": 1.0}, 40.0), ({"expand_ratio": 0.25}, 20.0),
+                                       ({"expand_ratio": 1.0, "soft_mask": True}, 10.0)]):
+            s.put({"key": f"k{i}", "method": "rem", "pretrain_type": "full", "task": "poison", "rate": 0.5,
+                   "seed": 0, "method_config": mc, "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0}})
+    rep = build_report(tmp_path)
+    assert {r["method"]: r["uxh_mean"] for r in rep.table} == {
+        "rem": 40.0, "rem (r=0.25)": 20.0, "rem (soft mask)": 10.0}
+    assert not rep.warning
+
+
 # --- local executor, end to end -------------------------------------------------------------------
 
 

@@ -49,9 +49,24 @@ def flatten(record: dict) -> dict:
             "key",
         )
     }
+    row["method"] = method_label(record)
     row["regularity"] = REGULARITY.get(record.get("task"), "")
     row.update(record.get("metrics", {}))
     return row
+
+
+def method_label(record: dict) -> str:
+    """The method's name, with its non-default extra capacity or soft mask, e.g. ``rem (r=0.25)``.
+
+    Cells of one method with another expansion ratio are another row of the table and another panel.
+    """
+    mc = record.get("method_config") or {}
+    tags = []
+    if mc.get("expand_ratio", 1.0) != 1.0:
+        tags.append(f"r={mc['expand_ratio']:g}")
+    if mc.get("soft_mask"):
+        tags.append("soft mask")
+    return f"{record.get('method')} ({', '.join(tags)})" if tags else record.get("method")
 
 
 def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
