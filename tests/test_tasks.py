@@ -99,6 +99,29 @@ def test_crop_flip_is_a_shift_or_flip_of_the_input():
     assert z.shape == x.shape and z.dtype == torch.uint8
 
 
+@pytest.mark.parametrize("mode,pad_mode", [("zeros", "constant"), ("reflect", "reflect")])
+def test_crop_padding_matches_torch_pad(mode, pad_mode):
+    """Zero and mirrored padding equal cropping F.pad's output at the same offsets, then flipping."""
+    x = torch.randint(0, 256, (32, 3, 16, 16), dtype=torch.uint8)
+    y = random_crop_flip(x, 2, torch.Generator().manual_seed(3), mode)
+    g = torch.Generator().manual_seed(3)  # the same draws, in the same order
+    dy, dx = torch.randint(0, 5, (32,), generator=g), torch.randint(0, 5, (32,), generator=g)
+    flip = torch.rand(32, generator=g) < 0.5
+    xp = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode=pad_mode)
+    ref = torch.stack([xp[i, :, dy[i]:dy[i] + 16, dx[i]:dx[i] + 16] for i in range(32)])
+    assert torch.equal(y.float(), torch.where(flip[:, None, None, None], ref.flip(3), ref))
+    with pytest.raises(ValueError):
+        random_crop_flip(x, 2, g, "wrap")
+
+
+def test_task_crop_pad_reaches_the_iterator(gen_data):
+    t = make_task(gen_data, TaskConfig(kind="poison", n_corrupt=20, crop_pad="reflect"))
+    assert train_batches(t).pad_mode == "reflect" and "crop_pad" in t.config.as_dict()
+    assert "crop_pad" not in TaskConfig().as_dict()  # left out at its default: old hashes still hold
+    with pytest.raises(ConfigError):
+        TaskConfig(crop_pad="wrap")
+
+
 def test_batches_carry_indices_and_cover_subset(make_gen_task):
     t = make_gen_task("random")
     idx = torch.arange(0, 100, 3)

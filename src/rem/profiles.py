@@ -35,6 +35,7 @@ class Profile:
     pretrain: Recipe = field(default_factory=Recipe)
     unlearn: Recipe = field(default_factory=lambda: Recipe(steps=980, lr=0.005, horizon=0.0, warmup=0.0))
     generated_kw: dict = field(default_factory=dict)  # for dataset "generated"
+    crop_pad: str = "zeros"  # padding of training crops (TaskConfig.crop_pad)
 
     def arch_spec(self, num_classes: int) -> dict:
         """Full-width model description (before the pretraining type splits it, see train.pretrain_spec)."""
@@ -52,7 +53,16 @@ class Profile:
         raise ConfigError(f"unknown architecture {self.arch!r}")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["crop_pad"] == "zeros":  # added later: left out at its default so earlier hashes still hold
+            del d["crop_pad"]
+        return d
+
+    def task_config(self, kind: str, seed: int = 0, **kw):
+        """The TaskConfig of task ``kind`` under this profile (|D_c|, crop padding)."""
+        from rem.data.tasks import TaskConfig
+
+        return TaskConfig(kind=kind, n_corrupt=self.n_corrupt, seed=seed, **{"crop_pad": self.crop_pad, **kw})
 
     def override(self, **kw) -> Profile:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -67,7 +77,7 @@ PROFILES: dict[str, Profile] = {
         unlearn=Recipe(steps=360, batch_size=2048, lr=2e-5, optimizer="adam", weight_decay=0.0,
                        horizon=0.0, warmup=0.0)),
     "cpu": Profile(
-        "cpu", n_train=8000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=160,
+        "cpu", n_train=8000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=160, crop_pad="reflect",
         rates=(0.1, 0.3, 0.5, 0.7, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
         pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
         unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0)),
@@ -103,10 +113,10 @@ def profile_data(profile: Profile, data_dir=None, download: bool = True):
 
 def profile_task(profile: Profile, kind: str, seed: int, data=None, data_dir=None, **task_kw):
     """The corruption task ``kind`` with the profile's |D_c| on the profile's data."""
-    from rem.data.tasks import TaskConfig, make_task
+    from rem.data.tasks import make_task
 
     data = data if data is not None else profile_data(profile, data_dir)
-    return make_task(data, TaskConfig(kind=kind, n_corrupt=profile.n_corrupt, seed=seed, **task_kw))
+    return make_task(data, profile.task_config(kind, seed, **task_kw))
 
 
 def profile_from_dict(d: dict) -> Profile:

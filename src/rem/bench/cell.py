@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rem.bench.grid import Cell, start_key
 from rem.bench.store import ResultStore, dumps
-from rem.data.tasks import REGULARITY, TaskConfig
+from rem.data.tasks import REGULARITY
 from rem.errors import CheckpointError
 from rem.profiles import Profile
 
@@ -96,7 +96,7 @@ def make_cell_task(spec: StartSpec, data_dir=None):
     from rem.data.tasks import make_task
 
     data = _data(spec.profile, data_dir)
-    return make_task(data, TaskConfig(kind=spec.task, n_corrupt=spec.profile.n_corrupt, seed=spec.seed))
+    return make_task(data, spec.profile.task_config(spec.task, spec.seed))
 
 
 # --- starting models ------------------------------------------------------------------------------

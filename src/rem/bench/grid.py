@@ -98,7 +98,7 @@ class Cell:
         return dict(self.method_overrides)
 
     def task_config(self) -> TaskConfig:
-        return TaskConfig(kind=self.task, n_corrupt=self.profile.n_corrupt, seed=self.seed)
+        return self.profile.task_config(self.task, self.seed)
 
     def method_config(self) -> dict:
         """The method's full resolved settings (its config dataclass as a dict)."""
@@ -136,7 +136,7 @@ def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str
     p = profile.as_dict()
     for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
         p.pop(k, None)
-    tc = TaskConfig(kind=task, n_corrupt=profile.n_corrupt, seed=seed).as_dict()
+    tc = profile.task_config(task, seed).as_dict()
     return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed})
 
 
@@ -300,7 +300,7 @@ class Grid:
         profile = self.resolved_profile()
         names = self.method_names()
         for t in self.tasks:  # validates n_corrupt for each task (e.g. interclass needs it even)
-            TaskConfig(kind=t, n_corrupt=profile.n_corrupt)
+            profile.task_config(t)
         for r in profile.rates:
             if round(r * profile.n_corrupt) < 1:
                 raise ConfigError(f"rate {r} of n_corrupt={profile.n_corrupt} discovers no sample")

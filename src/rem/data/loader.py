@@ -2,8 +2,9 @@
 
 Every batch is ``(x, y, idx)``: normalised float images, labels, and the samples' indices in D_tr
 (masks and D_f membership depend on them). Order of operations per batch: gather uint8 images →
-random crop with zero padding and horizontal flip (training only) → stamp the trigger on samples
-flagged as triggered (after augmentation, so it never moves; SPEC §1) → float, normalise.
+random crop (zero padding, or mirrored with the task's ``crop_pad='reflect'``) and horizontal flip
+(training only) → stamp the trigger on samples flagged as triggered (after augmentation, so it never
+moves; SPEC §1) → float, normalise.
 """
 
 from __future__ import annotations
@@ -18,18 +19,28 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch [B,C,H,W], per sample."""
+PAD_MODES = ("zeros", "reflect")
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "zeros") -> torch.Tensor:
+    """Random crop (padding ``pad``: zeros, or a mirror image of the border) and horizontal flip of a
+    uint8 batch [B,C,H,W], per sample."""
+    if mode not in PAD_MODES:
+        raise ValueError(f"padding mode must be one of {PAD_MODES}, got {mode!r}")
     b, c, h, w = x.shape
     dev = x.device
     if pad > 0:
-        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev)
-        rows = (dy[:, None] + torch.arange(h, device=dev)[None, :])  # [B,H]
-        cols = (dx[:, None] + torch.arange(w, device=dev)[None, :])  # [B,W]
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev) - pad
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(dev) - pad
+        rows = dy[:, None] + torch.arange(h, device=dev)[None, :]  # [B,H] source rows, may fall outside
+        cols = dx[:, None] + torch.arange(w, device=dev)[None, :]  # [B,W]
+        if mode == "reflect":  # mirror without repeating the edge (as F.pad's "reflect")
+            rows = (h - 1) - ((h - 1) - rows.abs()).abs()
+            cols = (w - 1) - ((w - 1) - cols.abs()).abs()
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # [B,H,W]
         bi = torch.arange(b, device=dev)[:, None, None]
-        x = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+        x = x.permute(0, 2, 3, 1)[bi, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+        x = (x * inside[..., None]).permute(0, 3, 1, 2)
     flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x.contiguous()
@@ -58,7 +69,8 @@ class Batches:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor | None = None, *,
                  batch_size: int = 512, shuffle: bool = False, augment: bool = False,
                  trigger: Trigger | None = None, triggered: torch.Tensor | None = None,
-                 seed: int = 0, drop_last: bool = False, channels_last: bool = False) -> None:
+                 seed: int = 0, drop_last: bool = False, channels_last: bool = False,
+                 pad_mode: str = "zeros") -> None:
         self.images, self.labels = images, labels
         dev = images.device
         self.idx = (torch.arange(len(images)) if idx is None else idx.to(torch.int64).cpu())
@@ -69,6 +81,7 @@ class Batches:
         self.drop_last, self.channels_last = drop_last, channels_last
         self.norm = Normalizer(dev)
         self.pad = max(1, images.shape[-1] // 8)  # 4 at 32×32 (SPEC §6), scaled for downsampled images
+        self.pad_mode = pad_mode
 
     def __len__(self) -> int:
         n = len(self.idx)
@@ -81,7 +94,7 @@ class Batches:
             bidx = order[s * self.batch_size:(s + 1) * self.batch_size].to(dev)
             x = self.images[bidx]
             if self.augment:
-                x = random_crop_flip(x, self.pad, self.gen)
+                x = random_crop_flip(x, self.pad, self.gen, self.pad_mode)
             if self.trigger is not None and self.triggered is not None:
                 x = self.trigger.stamp(x, self.triggered[bidx])
             x = self.norm(x)
@@ -98,4 +111,4 @@ def train_batches(task: Task, idx: torch.Tensor | None = None, *, device: torch.
     return Batches(task.data.x_train.to(dev), (task.y_train if labels is None else labels).to(dev), idx,
                    batch_size=batch_size, shuffle=shuffle, augment=augment, trigger=task.trigger,
                    triggered=task.triggered, seed=seed, drop_last=drop_last,
-                   channels_last=True)
+                   channels_last=True, pad_mode=task.config.crop_pad)

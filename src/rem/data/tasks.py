@@ -75,10 +75,13 @@ class TaskConfig:
     trigger: Trigger = field(default_factory=Trigger)
     class_a: int = 3  # interclass: cat
     class_b: int = 5  # interclass: dog
+    crop_pad: str = "zeros"  # how training crops are padded: "zeros" (the paper's) or "reflect"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"unknown task {self.kind!r}; expected one of {KINDS}")
+        if self.crop_pad not in ("zeros", "reflect"):
+            raise ConfigError(f"crop_pad must be 'zeros' or 'reflect', got {self.crop_pad!r}")
         if self.n_corrupt < 1:
             raise ConfigError(f"n_corrupt must be positive, got {self.n_corrupt}")
         if self.kind == "interclass":
@@ -88,7 +91,10 @@ class TaskConfig:
                 raise ConfigError("interclass needs two different classes")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["crop_pad"] == "zeros":  # added later: left out at its default so earlier hashes still hold
+            del d["crop_pad"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> TaskConfig:
