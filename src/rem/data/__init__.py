@@ -1,41 +1,4 @@
 """Data sets: CIFAR-10, SVHN and generated images, as in-memory uint8 tensors."""
 
-from rem.data.datasets import (
-    CIFAR10_CLASSES,
-    CIFAR10_DIRNAME,
-    CIFAR10_MD5,
-    DATASET_NAMES,
-    SVHN_CLASSES,
-    SVHN_MD5,
-    ImageData,
-    balanced_subset_indices,
-    clear_cache,
-    downsample,
-    load_cifar10,
-    load_dataset,
-    load_svhn,
-    make_generated,
-    md5sum,
-    resolve_data_dir,
-    subsample,
-)
-
-__all__ = [
-    "CIFAR10_CLASSES",
-    "CIFAR10_DIRNAME",
-    "CIFAR10_MD5",
-    "DATASET_NAMES",
-    "SVHN_CLASSES",
-    "SVHN_MD5",
-    "ImageData",
-    "balanced_subset_indices",
-    "clear_cache",
-    "downsample",
-    "load_cifar10",
-    "load_dataset",
-    "load_svhn",
-    "make_generated",
-    "md5sum",
-    "resolve_data_dir",
-    "subsample",
-]
+from rem.data.datasets import *  # noqa: F403 (the public names are datasets.__all__)
+from rem.data.datasets import __all__  # noqa: F401
