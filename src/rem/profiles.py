@@ -8,7 +8,10 @@ README for the measured figures); ``smoke`` runs in seconds on generated data.
 backdoor's attack success at 87-89 %: triggered test images whose bottom-right corner is already bright
 resist it (ASR 98.7 % where the corner's mean pixel is < 100, 16 % where it is ≥ 230). 8,000 images
 with |D_c| = 160 (still 2 %) and the same 2,000 steps reach ASR 91 % while random labels are still
-memorised (93 %), at the same pretraining cost.
+memorised (93 %), at the same pretraining cost. **[choice]** Its training crops are padded by mirroring
+(``crop_pad="reflect"``; SPEC §6 says "padding 4" without a mode, and the other profiles keep zeros):
+with zero padding ~2/3 of the triggered crops put the trigger next to black padding, and the poison
+model's ASR was 87.1 % (two threads); mirrored, 90.0 %. Every probe: ``docs/calibration.md``.
 """
 
 from __future__ import annotations
