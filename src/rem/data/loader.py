@@ -13,13 +13,10 @@ from collections.abc import Iterator
 
 import torch
 
-from rem.data.tasks import Task, Trigger
+from rem.data.tasks import PAD_MODES, Task, Trigger
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-
-
-PAD_MODES = ("zeros", "reflect")
 
 
 def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "zeros") -> torch.Tensor:

@@ -64,6 +64,9 @@ class Trigger:
         return x
 
 
+PAD_MODES = ("zeros", "reflect")  # how training crops are padded (see rem.data.loader.random_crop_flip)
+
+
 @dataclass(frozen=True)
 class TaskConfig:
     """Settings of one corruption task, with the paper's defaults."""
@@ -80,8 +83,8 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"unknown task {self.kind!r}; expected one of {KINDS}")
-        if self.crop_pad not in ("zeros", "reflect"):
-            raise ConfigError(f"crop_pad must be 'zeros' or 'reflect', got {self.crop_pad!r}")
+        if self.crop_pad not in PAD_MODES:
+            raise ConfigError(f"crop_pad must be one of {PAD_MODES}, got {self.crop_pad!r}")
         if self.n_corrupt < 1:
             raise ConfigError(f"n_corrupt must be positive, got {self.n_corrupt}")
         if self.kind == "interclass":

@@ -267,22 +267,7 @@ def _html(
             f"<h3>{html.escape(LABELS.get(m, m))}</h3>"
             f"<img alt='heatmap of {html.escape(m)}' src='data:image/png;base64,{b64}'>"
         )
-    cols = [
-        "method",
-        "pretrain_type",
-        "task",
-        "rate",
-        "seed",
-        "uxh",
-        "healed",
-        "utility",
-        "healed_test",
-        "forget_acc",
-        "asr",
-        "wall_s",
-        "peak_mem_mb",
-        "split_hash",
-    ]
+    cols = [c for c in CELL_COLUMNS if c not in ("regularity", "test_acc", "corrupt_acc", "params", "key")]
     parts.append(
         f"<details><summary>All {len(rows)} cells</summary>"
         + _html_table(cols, [[r.get(c) for c in cols] for r in rows], left=3)
