@@ -11,6 +11,10 @@ benchmark resumes where it stopped. Wall time and peak memory are those of the u
 
     python benchmarks/capacity_ratio.py --profile cpu --run-dir runs/cpu [--tasks poison,interclass,random]
         [--rate 0.5] [--ptypes full,capacity-0.5] [--full-width W] [--ratios 1,0.5,0.25,0.125,0.0625]
+        [--report-only]
+
+``--report-only`` computes nothing and prints the table of the cells the store already holds (the
+relative columns read "–" where the r = 1 cell of that model and task has not run).
 
 ``--full-width`` is the ResNet-9 width multiplier of the ``full`` model (default: the profile's, i.e. a
 model as wide as the capacity-0.5 model would be with its reserve). In ``rem`` a capacity-0.5 model
@@ -42,6 +46,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="override the unlearning step budget")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--report-only", action="store_true",
+                    help="compute nothing: print the table of the cells already in the store")
     args = ap.parse_args()
     run_dir = args.run_dir or f"runs/capacity-{args.profile}"
     ratios = parse_list(args.ratios, float)
@@ -59,10 +65,14 @@ def main() -> None:
                             pretrain_types=(ptype,), expand_ratio=None if r == 1 else r, width=width,
                             steps=args.steps)
                 (cell,) = grid.cells()
-                run_grid(grid, run_dir, device=args.device, data_dir=args.data_dir, progress=False)
+                if not args.report_only:
+                    run_grid(grid, run_dir, device=args.device, data_dir=args.data_dir, progress=False)
                 with ResultStore.in_run_dir(run_dir) as store:
                     rec = store.get(cell.key)
                     start = store.model(cell.start_key)
+                if rec is None and args.report_only:
+                    print(f"{ptype} {kind} r={r:g}: not run yet", flush=True)
+                    continue
                 if rec is None:
                     raise SystemExit(f"cell {cell.label()} failed; see {run_dir}/results.sqlite")
                 ev = rec["metrics"]
@@ -70,7 +80,7 @@ def main() -> None:
                                                 rec["peak_mem_mb"]), start["metrics"]["params"] if start else "?"))
                 print(f"{ptype} {kind} r={r:g}: uxh {ev['uxh']:.1f} healed {ev['healed']:.1f} "
                       f"utility {ev['utility']:.1f} wall {rec['wall_s']:.0f} s", flush=True)
-            ref = next((g[3] for g in group if g[2] == 1), group[0][3])  # relative to r = 1 when it ran
+            ref = next((g[3] for g in group if g[2] == 1), None)  # relative to r = 1 when it ran
             rows += [(*g[:4], ref, g[4]) for g in sorted(group, key=lambda g: -g[2])]
     print()
     print(HEADER)
@@ -86,10 +96,10 @@ HEADER = (
 
 def _fmt(entry) -> str:
     ptype, kind, r, row, ref, params = entry
+    rel = " | ".join(f"{row[i] / max(ref[i], 1e-9):.2f}" if ref else "–" for i in (0, 3, 4))
     return (
         f"| {ptype} | {params} | {kind} | {r:g} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | {row[3]:.0f} | "
-        f"{row[4]:.0f} | {row[0] / max(ref[0], 1e-9):.2f} | {row[3] / max(ref[3], 1e-9):.2f} | "
-        f"{row[4] / max(ref[4], 1e-9):.2f} |"
+        f"{row[4]:.0f} | {rel} |"
     )
 
 
