@@ -73,6 +73,10 @@ def test_grid_cells_and_keys():
     ft = next(c for c in cells if c.method == "finetune")
     assert ft.overrides["steps"] == 4 and ft.overrides["seed"] == 0 and ft.method_config()["steps"] == 4
     assert ft.config()["profile"]["pretrain"]["steps"] == 20
+    # a cell's key does not depend on which other rates, seeds or pretraining types the grid holds
+    wider = {(c.method, c.task): c.key for c in tiny_grid(rates=(0.1, 0.5), seeds=(0, 1)).cells()
+             if c.rate == 0.5 and c.seed == 0}
+    assert wider == {(c.method, c.task): c.key for c in cells}
 
 
 def test_grid_defaults_and_overrides(tmp_path):
@@ -121,6 +125,33 @@ def test_store_upsert_never_duplicates(tmp_path):
         assert not s.put({**rec, "metrics": {}})
         assert not s.put_failure(cfg, "k1", "late failure")  # a finished cell is never replaced
         assert s.count(None) == 1 and s.get("k1")["metrics"] == {"uxh": 1}
+
+
+def test_store_rekeys_records_of_key_version_1(tmp_path):
+    """A store written when keys hashed the grid's rate list is re-keyed on opening: the cell is found by a
+    grid with another rate list, and the same cell stored twice under two old keys is kept once, done first."""
+    from rem.bench.grid import _hash
+
+    cell = tiny_grid(methods=("none",), tasks=("poison",)).cells()[0]
+    cfg = cell.config()
+
+    def old_style(rates, status):  # a record as rem wrote it before key version 2
+        old = {**cfg, "profile": {**cfg["profile"], "rates": list(rates), "seeds": [0], "pretrain_types": ["etd"]}}
+        return {"key": _hash(old), "config": old, "method": "none", "task": "poison", "rate": 0.5, "seed": 0,
+                "metrics": {"uxh": 1.0 if status == "done" else None}}
+
+    with ResultStore.in_run_dir(tmp_path) as s:
+        fail, done = old_style((0.5,), "failed"), old_style((0.1, 0.5), "done")
+        assert fail["key"] != done["key"] != cell.key
+        s.put_failure(fail["config"], fail["key"], "boom")
+        s.put(done)
+        s.set_meta("key_version", "1")
+    with ResultStore.in_run_dir(tmp_path) as s:
+        assert s.meta()["key_version"] == "2" and s.count(None) == 1
+        rec = s.get(cell.key)
+        assert rec["metrics"] == {"uxh": 1.0} and rec["key"] == cell.key and "rates" not in rec["config"]["profile"]
+        wider = tiny_grid(methods=("none",), tasks=("poison",), rates=(0.5, 1.0)).cells()
+        assert [c.rate for c in wider if c.key in s.done_keys()] == [0.5]
 
 
 def test_store_refuses_other_schema_or_kind(tmp_path):

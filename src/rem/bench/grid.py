@@ -75,6 +75,23 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
 
+#: Profile fields that describe the grid's shape (which cells exist), not how one cell is computed: they are
+#: left out of a cell's configuration and key, so a grid re-run with other rates, seeds or pretraining types
+#: finds the cells it shares with earlier runs.
+GRID_SHAPE_FIELDS = ("rates", "seeds", "pretrain_types")
+
+
+def cell_profile_dict(profile_dict: dict) -> dict:
+    """A profile's settings as they enter a cell's configuration: without :data:`GRID_SHAPE_FIELDS`."""
+    return {k: v for k, v in profile_dict.items() if k not in GRID_SHAPE_FIELDS}
+
+
+def config_key(config: dict) -> str:
+    """The key of a cell configuration (:meth:`Cell.config`), also of one stored by an older rem whose
+    profile still held the grid-shape fields (so that :class:`~rem.bench.store.ResultStore` can re-key it)."""
+    return _hash({**config, "profile": cell_profile_dict(config["profile"])})
+
+
 def _fields_of(method: str) -> set[str]:
     from rem.methods import REGISTRY
 
@@ -114,13 +131,13 @@ class Cell:
             "task": self.task_config().as_dict(),
             "rate": self.rate,
             "seed": self.seed,
-            "profile": self.profile.as_dict(),
+            "profile": cell_profile_dict(self.profile.as_dict()),
             "method_config": self.method_config(),
         }
 
     @cached_property
     def key(self) -> str:
-        return _hash(self.config())
+        return config_key(self.config())
 
     @cached_property
     def start_key(self) -> str:

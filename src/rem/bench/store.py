@@ -26,6 +26,10 @@ from rem.errors import StoreError
 
 KIND = "rem-results"
 SCHEMA_VERSION = 1
+#: Version of the cell-key function (:func:`rem.bench.grid.config_key`). Keys of version 1 hashed the grid's
+#: rates, seeds and pretraining types along with the cell, so a grid re-run with another rate list re-ran
+#: every cell; a store of an older key version is re-keyed when opened (records carry their configuration).
+KEY_VERSION = 2
 FILENAME = "results.sqlite"
 
 _SCHEMA = """
@@ -123,7 +127,46 @@ class ResultStore:
                         c.execute(stmt)
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('kind', ?)", (KIND,))
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                c.execute("INSERT OR IGNORE INTO meta VALUES ('key_version', ?)", (str(KEY_VERSION),))
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+        elif self.meta().get("key_version") != str(KEY_VERSION):
+            self._rekey()
+
+    def _rekey(self) -> None:
+        """Re-key every record with the current key function, in one transaction. A record whose new key is
+        already taken (the same cell stored twice under old keys) is dropped unless it is ``done`` and the
+        other is not, so no finished cell is lost or counted twice."""
+        from rem.bench.grid import cell_profile_dict, config_key
+
+        with self._tx():
+            c = self.conn
+            rows = c.execute("SELECT rowid, key, status, record FROM records ORDER BY rowid").fetchall()
+            kept: dict[str, tuple[int, str]] = {}  # new key -> (rowid, status) of the record that keeps it
+            drop: list[int] = []
+            updates: dict[int, tuple[str, dict]] = {}
+            for rowid, key, status, rec in rows:
+                d = json.loads(rec)
+                cfg = d.get("config")
+                if not isinstance(cfg, dict) or not isinstance(cfg.get("profile"), dict):
+                    continue  # not a cell record this rem can re-key: leave it as it is
+                new = config_key(cfg)
+                prev = kept.get(new)
+                if prev is not None and (prev[1] == "done" or status != "done"):
+                    drop.append(rowid)
+                    continue
+                if prev is not None:
+                    drop.append(prev[0])
+                    updates.pop(prev[0], None)
+                kept[new] = (rowid, status)
+                if new != key:
+                    d["key"] = new
+                    d["config"] = {**cfg, "profile": cell_profile_dict(cfg["profile"])}
+                    updates[rowid] = (new, d)
+            for rowid in drop:
+                c.execute("DELETE FROM records WHERE rowid=?", (rowid,))
+            for rowid, (new, d) in updates.items():
+                c.execute("UPDATE records SET key=?, record=? WHERE rowid=?", (new, dumps(d), rowid))
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('key_version', ?)", (str(KEY_VERSION),))
 
     def _tx(self):
         return _Transaction(self.conn)
