@@ -14,7 +14,8 @@ benchmark resumes where it stopped. Wall time and peak memory are those of the u
         [--report-only]
 
 ``--report-only`` computes nothing and prints the table of the cells the store already holds (the
-relative columns read "–" where the r = 1 cell of that model and task has not run).
+relative columns read "–" where the r = 1 cell of that model and task has not run, or where its value rounds
+to 0.0 in the table, as uxh does where REM fails).
 
 ``--full-width`` is the ResNet-9 width multiplier of the ``full`` model (default: the profile's, i.e. a
 model as wide as the capacity-0.5 model would be with its reserve). In ``rem`` a capacity-0.5 model
@@ -96,7 +97,8 @@ HEADER = (
 
 def _fmt(entry) -> str:
     ptype, kind, r, row, ref, params = entry
-    rel = " | ".join(f"{row[i] / max(ref[i], 1e-9):.2f}" if ref else "–" for i in (0, 3, 4))
+    # a ratio to a reference that rounds to 0 in the table (e.g. uxh 0.0 where REM fails) would be noise: "–"
+    rel = " | ".join(f"{row[i] / ref[i]:.2f}" if ref and round(ref[i], 1) > 0 else "–" for i in (0, 3, 4))
     return (
         f"| {ptype} | {params} | {kind} | {r:g} | {row[0]:.1f} | {row[1]:.1f} | {row[2]:.1f} | {row[3]:.0f} | "
         f"{row[4]:.0f} | {rel} |"
