@@ -222,6 +222,15 @@ def test_report_separates_expansion_ratios(tmp_path):
     assert {r["method"]: r["uxh_mean"] for r in rep.table} == {
         "rem": 40.0, "rem (r=0.25)": 20.0, "rem (soft mask)": 10.0}
     assert not rep.warning
+    with ResultStore.in_run_dir(tmp_path) as s:
+        s.put({"key": "n", "method": "none", "pretrain_type": "capacity-0.5", "task": "poison", "rate": 0.5,
+               "seed": 0, "method_config": {}, "metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0}})
+    rep = build_report(tmp_path, expand_ratio=1)  # methods without a ratio pass
+    assert {r["method"] for r in rep.table} == {"rem", "rem (soft mask)", "none"}
+    rep = build_report(tmp_path, pretrain_types=["capacity-0.5"])
+    assert [r["method"] for r in rep.table] == ["none"]
+    with pytest.raises(StoreError, match="pretraining types"):
+        build_report(tmp_path, pretrain_types=["etd"])
 
 
 # --- local executor, end to end -------------------------------------------------------------------

@@ -191,6 +191,15 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
         "--methods", default=None, help="comma-separated methods to include (default all in the store)"
     )
     p.add_argument(
+        "--pretrain-types", default=None,
+        help="comma-separated pretraining types to include, e.g. capacity-0.5 (default all in the store)",
+    )
+    p.add_argument(
+        "--expand-ratio", type=float, default=None,
+        help="only cells of this REM extra-capacity ratio (and methods without one), e.g. 1 to leave out "
+        "the cells benchmarks/capacity_ratio.py adds to a run folder (default all)",
+    )
+    p.add_argument(
         "--metrics",
         default="uxh,healed,utility",
         help="comma-separated metrics to draw heatmaps of (default uxh,healed,utility)",
@@ -286,7 +295,9 @@ def cmd_report(args) -> int:
 
     metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
     methods = list(parse_list(args.methods) or ()) or None
-    rep = build_report(args.run_dir, args.out, metrics=tuple(metrics), methods=methods)
+    rep = build_report(args.run_dir, args.out, metrics=tuple(metrics), methods=methods,
+                       pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
+                       expand_ratio=args.expand_ratio)
     sys.stdout.write(rep.table_md.read_text())
     if rep.warning:
         print(rep.warning, file=sys.stderr)

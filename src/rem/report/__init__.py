@@ -82,10 +82,15 @@ def build_report(
     *,
     metrics: tuple[str, ...] = HEATMAP_METRICS,
     methods: list[str] | None = None,
+    pretrain_types: list[str] | None = None,
+    expand_ratio: float | None = None,
 ) -> Report:
     """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
 
-    ``methods`` restricts it to some methods. Raises :class:`~rem.errors.StoreError` if there is no store.
+    ``methods`` and ``pretrain_types`` restrict it to some methods and pretraining types; ``expand_ratio``
+    to the cells of that extra-capacity ratio (and those of methods without one), e.g. 1 for a grid's own
+    cells in a run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
+    :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
     """
     from rem.bench.store import ResultStore
     from rem.errors import ConfigError, StoreError
@@ -99,13 +104,22 @@ def build_report(
         records = store.records("done")
         failed = store.records("failed")
         meta = store.meta()
-    if methods:
-        records = [r for r in records if r["method"] in methods]
-        failed = [r for r in failed if r.get("method") in methods]
+    def keep(r: dict) -> bool:
+        if methods and r.get("method") not in methods:
+            return False
+        if pretrain_types and r.get("pretrain_type") not in pretrain_types:
+            return False
+        ratio = (r.get("method_config") or {}).get("expand_ratio")
+        return expand_ratio is None or ratio is None or float(ratio) == float(expand_ratio)
+
+    records = [r for r in records if keep(r)]
+    failed = [r for r in failed if keep(r)]
     if not records:
+        filters = [f"methods {methods}" if methods else "", f"pretraining types {pretrain_types}"
+                   if pretrain_types else "", f"expand ratio {expand_ratio:g}" if expand_ratio is not None else ""]
         raise StoreError(
             f"{run_dir / 'results.sqlite'} holds no finished cell"
-            + (f" of methods {methods}" if methods else "")
+            + (" of " + ", ".join(f for f in filters if f) if any(filters) else "")
             + ": nothing to report"
         )
     out.mkdir(parents=True, exist_ok=True)
