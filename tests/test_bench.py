@@ -209,6 +209,28 @@ def test_report_from_records(tmp_path):
     assert "several records" in rep.warning and "several records" in rep.html.read_text()
 
 
+def test_report_rates_and_collapses(tmp_path):
+    """uxh per task and rate, and the collapse rule: < 5 uxh points above the start, or > 10 utility below."""
+    from rem.report import build_report
+
+    start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
+    cells = [("none", 0.5, 5.0, 80.0), ("a", 0.5, 9.9, 80.0), ("a", 1.0, 40.0, 69.0), ("b", 0.5, 10.0, 70.0),
+             ("b", 1.0, 30.0, 75.0)]
+    with ResultStore.in_run_dir(tmp_path) as s:
+        for i, (method, rate, uxh, util) in enumerate(cells):
+            s.put({"key": f"k{i}", "method": method, "pretrain_type": "capacity-0.5", "task": "random",
+                   "rate": rate, "seed": 0, "metrics": {"uxh": uxh, "healed": uxh, "utility": util},
+                   "start_key": "s", "start_metrics": start})
+    rep = build_report(tmp_path)
+    got = {e["method"]: [(c["rate"], c["reasons"]) for c in e["collapsed"]] for e in rep.collapses}
+    assert got == {"a": [(0.5, ["no healing"]), (1.0, ["utility"])], "b": []}  # `none` is not judged
+    md = rep.table_md.read_text()
+    assert "| a | capacity-0.5 | 2 / 2 | random 0.5 (no healing); random 1 (utility) |" in md
+    assert "| b | capacity-0.5 | 0 / 2 | none |" in md
+    assert "| a | capacity-0.5 | 5.00 | 9.90 | 40.00 |" in md  # start, rate 0.5, rate 1
+    assert "Where methods collapse" in rep.html.read_text()
+
+
 def test_report_separates_expansion_ratios(tmp_path):
     """REM cells with another extra-capacity ratio (or soft masks) are their own row, not averaged in."""
     from rem.report import build_report

@@ -5,7 +5,8 @@ Writes into the output folder (default ``<run_dir>/report``):
 - ``heatmap_uxh.png``, ``heatmap_healed.png``, ``heatmap_utility.png``: SPEC §2's Figure 1 (rows =
   regularity, columns = discovery rate, one panel per method, the starting model as reference column);
 - ``table.md`` / ``table.csv``: Table 1, mean ± SEM over cells of healed, utility and uxh per method
-  and pretraining type, sorted by uxh (plus mean uxh per task in the Markdown);
+  and pretraining type, sorted by uxh (plus, in the Markdown, mean uxh per task, uxh per task and
+  discovery rate, and the cells where each method collapses, see :func:`rem.report.tables.collapses`);
 - ``cells.csv``: every finished cell's metrics;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
 """
@@ -23,8 +24,13 @@ from pathlib import Path
 from rem.report.heatmaps import LABELS, heatmap_png
 from rem.report.tables import (
     CELL_COLUMNS,
+    by_rate_markdown,
+    by_rate_table,
     by_task_markdown,
     by_task_table,
+    collapse_markdown,
+    collapse_where,
+    collapses,
     flatten,
     fmt_pm,
     summary_markdown,
@@ -49,6 +55,7 @@ class Report:
     table: list[dict] = field(default_factory=list)
     n_cells: int = 0
     n_failed: int = 0
+    collapses: list[dict] = field(default_factory=list)  # per method: the (task, rate) cells that collapse
     warning: str = ""  # set when records of several grids share a run folder
 
 
@@ -138,6 +145,8 @@ def build_report(
     starts = _starts(records)
     table = summary_table(rows)
     by_task = by_task_table(rows)
+    by_rate = by_rate_table(rows, starts)
+    collapsed = collapses(rows, starts)
     rep = Report(
         warning=warning,
         out_dir=out,
@@ -148,6 +157,7 @@ def build_report(
         table=table,
         n_cells=len(records),
         n_failed=len(failed),
+        collapses=collapsed,
     )
     pngs = {}
     for m in metrics:
@@ -159,6 +169,10 @@ def build_report(
         + summary_markdown(table)
         + "\n"
         + by_task_markdown(by_task)
+        + "\n"
+        + by_rate_markdown(by_rate)
+        + "\n"
+        + collapse_markdown(collapsed)
     )
     _write(rep.table_md, md)
     _write(
@@ -181,7 +195,7 @@ def build_report(
         ),
     )
     _write(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
-    _write(rep.html, _html(run_dir, meta, records, rows, failed, table, by_task, pngs, warning))
+    _write(rep.html, _html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning))
     return rep
 
 
@@ -232,10 +246,13 @@ def _html(
     failed: list[dict],
     table: list[dict],
     by_task: list[dict],
+    by_rate: dict[str, list[dict]],
+    collapsed: list[dict],
     pngs: dict[str, bytes],
     warning: str = "",
 ) -> str:
     from rem.data.tasks import KINDS, REGULARITY
+    from rem.report.tables import COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
 
     env = records[0].get("env", {})
     profile = records[0].get("config", {}).get("profile", {})
@@ -271,6 +288,27 @@ def _html(
             ["method", "pretrain"] + [f"{k} ({REGULARITY[k]})" for k in KINDS],
             [[r["method"], r["pretrain_type"]] + [r[k] for k in KINDS] for r in by_task],
             left=2,
+        ),
+        f"<h3>Where methods collapse</h3><p>A cell collapses when its uxh is less than {COLLAPSE_UXH_GAIN:g} "
+        f"points above the starting model's (no healing) or its utility more than {COLLAPSE_UTILITY_DROP:g} "
+        "points below it (utility).</p>",
+        _html_table(
+            ["method", "pretrain", "collapsed / cells", "where"],
+            [[e["method"], e["pretrain_type"], f"{len(e['collapsed'])} / {e['cells']}", collapse_where(e)]
+             for e in collapsed],
+            left=2,
+        ),
+        "<h3>uxh per task and discovery rate</h3>",
+        *(
+            f"<h4>{html.escape(task)} ({html.escape(REGULARITY[task])} regularity)</h4>"
+            + _html_table(
+                ["method", "pretrain", "start"] + [f"{k:g}" for k in lines[0] if isinstance(k, float)],
+                [[ln["method"], ln["pretrain_type"]] + [v for k, v in ln.items()
+                                                         if k not in ("method", "pretrain_type")]
+                 for ln in lines],
+                left=2,
+            )
+            for task, lines in by_rate.items()
         ),
         "<h2>Heatmaps</h2><p>Rows: regularity of the corruption; columns: discovery rate; "
         "<em>start</em>: the starting model before unlearning. Each cell is the mean over seeds.</p>",

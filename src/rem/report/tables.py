@@ -175,3 +175,125 @@ def to_csv(rows: list[dict], columns: Iterable[str] | None = None) -> str:
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
     return buf.getvalue()
+
+
+# --- per discovery rate, and where methods collapse --------------------------------------------------
+
+#: A cell *collapses* (SPEC §7's "collapse region") when it heals no better than doing nothing, i.e. its uxh
+#: is less than this many points above the starting model's, or when it destroys the model: utility more
+#: than ``COLLAPSE_UTILITY_DROP`` points below the starting model's. The paper draws its collapse regions
+#: from the heatmaps by eye; these thresholds are ours, chosen so that a reader of the heatmaps would agree.
+COLLAPSE_UXH_GAIN = 5.0
+COLLAPSE_UTILITY_DROP = 10.0
+
+
+def _start_value(starts: list[dict], task: str, ptype: str, metric: str) -> float:
+    return mean_sem(
+        s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype
+    )[0]
+
+
+def _rates(rows: list[dict]) -> list[float]:
+    return sorted({float(r["rate"]) for r in rows})
+
+
+def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> dict[str, list[dict]]:
+    """Per task, one row per (method, pretraining type): the starting model's ``metric`` (``start``) and
+    its mean over seeds at each discovery rate (keys are the rates). The heatmaps as numbers."""
+    rates = _rates(rows)
+    out: dict[str, list[dict]] = {}
+    for task in KINDS:
+        trows = [r for r in rows if r["task"] == task]
+        if not trows:
+            continue
+        pairs = {(r["method"], r["pretrain_type"]) for r in trows}
+        lines = []
+        for method in order_methods(m for m, _ in pairs):
+            for ptype in sorted(p for m, p in pairs if m == method):
+                line = {"method": method, "pretrain_type": ptype,
+                        "start": _start_value(starts, task, ptype, metric)}
+                for rate in rates:
+                    line[rate] = mean_sem(
+                        r.get(metric) for r in trows
+                        if r["method"] == method and r["pretrain_type"] == ptype and abs(r["rate"] - rate) < 1e-9
+                    )[0]
+                lines.append(line)
+        out[task] = lines
+    return out
+
+
+def by_rate_markdown(tables: dict[str, list[dict]], metric: str = "uxh") -> str:
+    parts = []
+    for task, lines in tables.items():
+        rates = [k for k in lines[0] if isinstance(k, float)]
+        parts.append(
+            f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
+            + f"| method | pretrain | start | {' | '.join(f'{r:g}' for r in rates)} |\n"
+            + "|---|---|---:|" + "---:|" * len(rates) + "\n"
+            + "".join(
+                f"| {ln['method']} | {ln['pretrain_type']} | {_fmt(ln['start'])} | "
+                + " | ".join(_fmt(ln[r]) for r in rates) + " |\n"
+                for ln in lines
+            )
+        )
+    return "\n".join(parts)
+
+
+def collapses(
+    rows: list[dict],
+    starts: list[dict],
+    *,
+    uxh_gain: float = COLLAPSE_UXH_GAIN,
+    utility_drop: float = COLLAPSE_UTILITY_DROP,
+) -> list[dict]:
+    """Per (method, pretraining type) except ``none``: the (task, rate) cells, mean over seeds, that
+    collapse (see :data:`COLLAPSE_UXH_GAIN`), each with its reason: ``no healing`` and/or ``utility``.
+
+    Cells whose starting model is not in the records cannot be judged and are left out."""
+    groups: dict[tuple[str, str], dict[tuple[str, float], list[dict]]] = {}
+    for r in rows:
+        if r["method"] != "none":
+            groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(
+                (r["task"], float(r["rate"])), []).append(r)
+    out = []
+    rank = {m: i for i, m in enumerate(order_methods(m for m, _ in groups))}
+    for (method, ptype), cells in sorted(groups.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1])):
+        where, judged = [], 0
+        for (task, rate), rs in sorted(cells.items(), key=lambda kv: (KINDS.index(kv[0][0]), kv[0][1])):
+            s_uxh = _start_value(starts, task, ptype, "uxh")
+            s_util = _start_value(starts, task, ptype, "utility")
+            if math.isnan(s_uxh) or math.isnan(s_util):
+                continue
+            judged += 1
+            uxh = mean_sem(r.get("uxh") for r in rs)[0]
+            util = mean_sem(r.get("utility") for r in rs)[0]
+            reasons = []
+            if not uxh >= s_uxh + uxh_gain:  # NaN counts as collapsed
+                reasons.append("no healing")
+            if not util >= s_util - utility_drop:
+                reasons.append("utility")
+            if reasons:
+                where.append({"task": task, "rate": rate, "uxh": uxh, "utility": util, "reasons": reasons})
+        out.append({"method": method, "pretrain_type": ptype, "cells": judged, "collapsed": where})
+    return out
+
+
+def collapse_where(entry: dict) -> str:
+    """``interclass 0.1, 0.3 (no healing); random 1 (utility)``: the collapsed cells of one method."""
+    by: dict[tuple[str, str], list[float]] = {}
+    for c in entry["collapsed"]:
+        by.setdefault((c["task"], " and ".join(c["reasons"])), []).append(c["rate"])
+    return "; ".join(f"{t} {', '.join(f'{r:g}' for r in rs)} ({why})" for (t, why), rs in by.items()) or "none"
+
+
+def collapse_markdown(entries: list[dict]) -> str:
+    lines = [
+        f"Collapsed cells: uxh less than {COLLAPSE_UXH_GAIN:g} points above the starting model's (no healing) "
+        f"or utility more than {COLLAPSE_UTILITY_DROP:g} points below it (utility):\n",
+        "| method | pretrain | collapsed / cells | where |",
+        "|---|---|---:|---|",
+    ]
+    for e in entries:
+        lines.append(f"| {e['method']} | {e['pretrain_type']} | {len(e['collapsed'])} / {e['cells']} | "
+                     f"{collapse_where(e)} |")
+    return "\n".join(lines) + "\n"
