@@ -302,10 +302,8 @@ def _html(
         *(
             f"<h4>{html.escape(task)} ({html.escape(REGULARITY[task])} regularity)</h4>"
             + _html_table(
-                ["method", "pretrain", "start"] + [f"{k:g}" for k in lines[0] if isinstance(k, float)],
-                [[ln["method"], ln["pretrain_type"]] + [v for k, v in ln.items()
-                                                         if k not in ("method", "pretrain_type")]
-                 for ln in lines],
+                ["method", "pretrain", "start"] + [f"{k:g}" for k in lines[0]["by_rate"]],
+                [[ln["method"], ln["pretrain_type"], ln["start"], *ln["by_rate"].values()] for ln in lines],
                 left=2,
             )
             for task, lines in by_rate.items()

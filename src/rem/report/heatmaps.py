@@ -12,7 +12,7 @@ import io
 import math
 
 from rem.data.tasks import KINDS, REGULARITY
-from rem.report.tables import mean_sem, order_methods
+from rem.report.tables import grid_values, order_methods, rates_of
 
 LABELS = {"uxh": "uxh (healed × utility / 100)", "healed": "healed (%)", "utility": "utility (%)"}
 
@@ -24,34 +24,6 @@ def panels(rows: list[dict]) -> list[tuple[str, str]]:
     return [(m, p) for m in order_methods(m for m, _ in pairs) for p in ptypes if (m, p) in pairs]
 
 
-def grid_values(
-    rows: list[dict],
-    starts: list[dict],
-    method: str,
-    ptype: str,
-    metric: str,
-    tasks: list[str],
-    rates: list[float],
-) -> list[list[float]]:
-    """Matrix [task][start + rates] of the mean ``metric``."""
-    out = []
-    for t in tasks:
-        st = [s["metrics"].get(metric) for s in starts if s["task"] == t and s["pretrain_type"] == ptype]
-        line = [mean_sem(st)[0]]
-        for rate in rates:
-            vals = [
-                r.get(metric)
-                for r in rows
-                if r["method"] == method
-                and r["pretrain_type"] == ptype
-                and r["task"] == t
-                and abs(r["rate"] - rate) < 1e-9
-            ]
-            line.append(mean_sem(vals)[0])
-        out.append(line)
-    return out
-
-
 def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int = 110) -> bytes:
     """One PNG with a panel per (method, pretraining type) for ``metric``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -59,7 +31,7 @@ def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int =
 
     pairs = panels(rows)
     tasks = [k for k in KINDS if any(r["task"] == k for r in rows)]
-    rates = sorted({round(r["rate"], 6) for r in rows})
+    rates = rates_of(rows)
     multi_ptype = len({p for _, p in pairs}) > 1
     n = max(1, len(pairs))
     ncols = min(4, n)

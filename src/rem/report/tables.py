@@ -188,36 +188,59 @@ COLLAPSE_UTILITY_DROP = 10.0
 
 
 def _start_value(starts: list[dict], task: str, ptype: str, metric: str) -> float:
+    """Mean ``metric`` of the starting models of (task, pretraining type), over seeds; NaN if none."""
     return mean_sem(
         s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype
     )[0]
 
 
-def _rates(rows: list[dict]) -> list[float]:
-    return sorted({float(r["rate"]) for r in rows})
+def rates_of(rows: list[dict]) -> list[float]:
+    """The discovery rates of the rows, sorted."""
+    return sorted({round(float(r["rate"]), 6) for r in rows})
+
+
+def grid_values(
+    rows: list[dict],
+    starts: list[dict],
+    method: str,
+    ptype: str,
+    metric: str,
+    tasks: list[str],
+    rates: list[float],
+) -> list[list[float]]:
+    """Matrix [task][start + rates] of the mean ``metric`` (over seeds): one heatmap panel."""
+    out = []
+    for t in tasks:
+        line = [_start_value(starts, t, ptype, metric)]
+        for rate in rates:
+            vals = [
+                r.get(metric)
+                for r in rows
+                if r["method"] == method
+                and r["pretrain_type"] == ptype
+                and r["task"] == t
+                and abs(r["rate"] - rate) < 1e-9
+            ]
+            line.append(mean_sem(vals)[0])
+        out.append(line)
+    return out
 
 
 def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> dict[str, list[dict]]:
-    """Per task, one row per (method, pretraining type): the starting model's ``metric`` (``start``) and
-    its mean over seeds at each discovery rate (keys are the rates). The heatmaps as numbers."""
-    rates = _rates(rows)
+    """Per task, one row per (method, pretraining type): the starting model's ``metric`` (``start``) and,
+    in ``by_rate``, its mean over seeds at each discovery rate. The heatmap panels as numbers."""
+    rates = rates_of(rows)
     out: dict[str, list[dict]] = {}
     for task in KINDS:
-        trows = [r for r in rows if r["task"] == task]
-        if not trows:
+        pairs = {(r["method"], r["pretrain_type"]) for r in rows if r["task"] == task}
+        if not pairs:
             continue
-        pairs = {(r["method"], r["pretrain_type"]) for r in trows}
         lines = []
         for method in order_methods(m for m, _ in pairs):
             for ptype in sorted(p for m, p in pairs if m == method):
-                line = {"method": method, "pretrain_type": ptype,
-                        "start": _start_value(starts, task, ptype, metric)}
-                for rate in rates:
-                    line[rate] = mean_sem(
-                        r.get(metric) for r in trows
-                        if r["method"] == method and r["pretrain_type"] == ptype and abs(r["rate"] - rate) < 1e-9
-                    )[0]
-                lines.append(line)
+                start, *values = grid_values(rows, starts, method, ptype, metric, [task], rates)[0]
+                lines.append({"method": method, "pretrain_type": ptype, "start": start,
+                              "by_rate": dict(zip(rates, values))})
         out[task] = lines
     return out
 
@@ -225,14 +248,14 @@ def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> 
 def by_rate_markdown(tables: dict[str, list[dict]], metric: str = "uxh") -> str:
     parts = []
     for task, lines in tables.items():
-        rates = [k for k in lines[0] if isinstance(k, float)]
+        rates = list(lines[0]["by_rate"])
         parts.append(
             f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
             + f"| method | pretrain | start | {' | '.join(f'{r:g}' for r in rates)} |\n"
             + "|---|---|---:|" + "---:|" * len(rates) + "\n"
             + "".join(
                 f"| {ln['method']} | {ln['pretrain_type']} | {_fmt(ln['start'])} | "
-                + " | ".join(_fmt(ln[r]) for r in rates) + " |\n"
+                + " | ".join(_fmt(v) for v in ln["by_rate"].values()) + " |\n"
                 for ln in lines
             )
         )
