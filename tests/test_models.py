@@ -109,3 +109,39 @@ def test_build_model_roundtrip_and_errors():
         build_model({"arch": "resnet1000"})
     with pytest.raises(ConfigError):
         expand(_model(), 10.0)
+
+
+def test_residual_hidden_layers_keep_full_width():
+    """SPEC §3 (as the authors): only block outputs are partitioned; the residual hidden layers stay full."""
+    from rem.profiles import get_profile
+    from rem.train import pretrain_spec
+
+    spec = get_profile("cpu").arch_spec(10)
+    half = build_model(pretrain_spec(spec, "capacity-0.5"))
+    assert half.kept == [32, 64, 128, 64] and half.hidden == [128, 256]
+    assert half.res1a.conv.in_channels == 64 and half.res1a.conv.out_channels == 128
+    assert half.res1b.conv.out_channels == 64 and half.res2a.bn.num_features == 256
+    e = expand(half, 1.0)
+    assert e.res1a.conv.in_channels == 128 and e.res1a.conv.out_channels == 128  # hidden not widened
+    assert e.res1b.conv.out_channels == 128 and e.hidden == [128, 256]
+    etd = build_model(pretrain_spec(spec, "etd"))
+    assert etd.hidden == [128, 256] and etd.extra == [32, 64, 128, 64]
+    full = build_model(pretrain_spec(spec, "full"))
+    assert full.hidden == [128, 256] and param_count(full) == 2_274_880  # the plain ResNet-9 is unchanged
+    # the new input weights of the hidden layer (from extra channels) are θ_o2
+    m = e.extra_param_masks()["res1a.conv.weight"]
+    assert m[:, 64:].all() and not m[:, :64].any()
+    assert param_count(shrink(e)) == param_count(half)
+
+
+def test_hidden_layer_is_never_gated():
+    from rem.models import ResNet9
+
+    torch.manual_seed(0)
+    m = ResNet9(10, kept=[4, 8, 16, 8], hidden=[16, 32]).eval()
+    e = expand(m, 1.0).eval()
+    assert torch.allclose(e(X, mode="drop"), m(X), atol=1e-5)
+    acts = {}
+    e.res1a.register_forward_hook(lambda mod, i, o: acts.__setitem__("h", o))
+    e(X, mode="drop")
+    assert (acts["h"][:, m.kept[1]:].abs() > 0).any()  # hidden units beyond the kept width are live

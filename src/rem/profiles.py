@@ -47,7 +47,9 @@ class Profile:
 
             w = float(self.arch_kw.get("width", 1.0))
             kept = [max(2, round(c * w)) for c in BASE_WIDTHS]
-            return {"arch": "resnet9", "kept": kept, "extra": [0] * 4, "num_classes": num_classes}
+            # the residual hidden layers stay at the full width whatever the pretraining type (SPEC §3)
+            return {"arch": "resnet9", "kept": kept, "extra": [0] * 4, "num_classes": num_classes,
+                    "hidden": [kept[1], kept[2]]}
         if self.arch == "vit":
             from rem.models.vit import vit
 

@@ -71,7 +71,8 @@ def make_optimizer(params, recipe: Recipe) -> torch.optim.Optimizer:
 def pretrain_spec(arch_spec: dict, ptype: str) -> dict:
     """Model description for a pretraining type from a full-width description (``kept`` = full widths).
 
-    capacity-0.5 keeps the first half of each width; etd splits each width into half kept, half extra.
+    capacity-0.5 keeps the first half of each partitioned width; etd splits each into half kept, half extra.
+    Unpartitioned widths (ResNet-9's residual hidden layers) stay as described.
     """
     if ptype not in PRETRAIN_TYPES:
         raise ConfigError(f"unknown pretraining type {ptype!r}; expected one of {PRETRAIN_TYPES}")

@@ -81,6 +81,12 @@ def _hash(obj) -> str:
 GRID_SHAPE_FIELDS = ("rates", "seeds", "pretrain_types")
 
 
+#: Version of the models' layout, in every cell's configuration and starting-model key: a store or model
+#: cache written before a change of what the architectures compute is never reused. 2: ResNet-9's residual
+#: hidden layers at full width, never gated (SPEC §3 as corrected).
+MODEL_LAYOUT = 2
+
+
 def cell_profile_dict(profile_dict: dict) -> dict:
     """A profile's settings as they enter a cell's configuration: without :data:`GRID_SHAPE_FIELDS`."""
     return {k: v for k, v in profile_dict.items() if k not in GRID_SHAPE_FIELDS}
@@ -133,6 +139,7 @@ class Cell:
             "seed": self.seed,
             "profile": cell_profile_dict(self.profile.as_dict()),
             "method_config": self.method_config(),
+            "model_layout": MODEL_LAYOUT,
         }
 
     @cached_property
@@ -154,7 +161,8 @@ def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str
     for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
         p.pop(k, None)
     tc = profile.task_config(task, seed).as_dict()
-    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed})
+    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed,
+                  "model_layout": MODEL_LAYOUT})
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,28 @@ term of step 3; step 2 still uses D_f); ``rem-no-remove`` (no removal term in st
 alone with a θ_o1-only reference, proxy after every epoch); ``ascent`` (gradient ascent on CE over D_f
 until Acc(D_f) ≤ γ, proxy after every epoch).
 
+**Batch norm in each phase** (SPEC §4, as the authors' code runs it): step 2 trains in training mode
+(BN normalises by the D_f batch and updates its running statistics); step 3 runs the masked forward and
+the dropped forward on the *whole* batch in training mode, the removal term's loss zeroed outside D_f;
+the reference θ_ref and every accuracy used for stopping, selection or evaluation run in inference mode.
+(Before this, ``rem`` froze BN in step 2 and ran the dropped forward on the D_f rows alone: measured on
+the authors' own loop, each of the two cost healing on interclass; both are gone, not kept as options.)
+
 Departures, all **[choice]** where SPEC leaves room: one SGD optimiser serves both phases (the
-momentum it carries is the paper code's behaviour); the step-2 stopping accuracy is the running
-accuracy of that epoch's own forward passes; in the last round the redirect epoch stops mid-way when
-the budget is reached. **[beyond]** ``expand_ratio`` below 1 and ``soft_mask``.
+momentum it carries is the paper code's behaviour); the step-2 stopping accuracy is measured after each
+epoch on augmented D_f images in inference mode; in the last round the redirect epoch stops mid-way when
+the budget is reached. θ_o2 at the start (``extra_init``) and the model selection (``select_on``,
+``keep_start``): see :class:`REMConfig`. **[beyond]** ``expand_ratio`` below 1 and ``soft_mask``.
+
+Per round, for analysis only (never used for selection), the history also records ``track_*``: the
+dropped model's healed, utility and accuracy on D_f, and the masked model's accuracy on D_f (SPEC §7:
+θ_o1 forgets while θ_o2 takes the corruption over); ``track=False`` leaves them out.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +58,7 @@ from rem.methods.base import (
     proxy,
     register,
 )
-from rem.metrics import accuracy
+from rem.metrics import accuracy, evaluate
 from rem.models import CapacityNet, expand, shrink
 from rem.models.capacity import MaskSpec, mask_keys
 from rem.runtime import autocast
@@ -62,7 +74,13 @@ class REMConfig(MethodConfig):
     soft_mask: bool = False  # **[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)
     remove_term: bool = True  # False: the `rem-no-remove` ablation
     ideal: bool = False  # True: the oracle, all of D_c shares the mask and is in the removal term
-    forget_bn_frozen: bool = True  # [choice] batch norm in inference mode during step-2 updates
+    # θ_o2 at the start: "default" = fresh default initialisation, BN statistics (0, 1); "pretrained" =
+    # as the authors' reserved half arrives (default init shrunk by the pretraining's weight decay, BN
+    # statistics that tracked it), emulated from the pretraining recipe
+    extra_init: str = "default"
+    select_on: str = "clean"  # images the proxy's accuracies use: "clean" or "augmented" (authors')
+    keep_start: bool = False  # True: the starting model is a candidate of the selection (authors')
+    track: bool = True  # per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -71,59 +89,115 @@ class REMConfig(MethodConfig):
             raise ConfigError(f"REM: p must be in (0, 1], got {self.p}")
         if not 0 < self.expand_ratio <= 8:
             raise ConfigError(f"REM: expand_ratio must be in (0, 8], got {self.expand_ratio}")
+        if self.extra_init not in ("default", "pretrained"):
+            raise ConfigError(f"REM: extra_init must be 'default' or 'pretrained', got {self.extra_init!r}")
+        if self.select_on not in ("clean", "augmented"):
+            raise ConfigError(f"REM: select_on must be 'clean' or 'augmented', got {self.select_on!r}")
 
 
-def _set_bn_eval(model: torch.nn.Module, frozen: bool) -> None:
-    """Batch norm uses (and does not update) its running statistics when ``frozen``."""
-    for mod in model.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.train(not frozen)
+def _remove_phase(model: CapacityNet, ref_ce, batches, opt, max_epochs: int, gamma: float,
+                  forget_loss) -> tuple[int, int, float]:
+    """Step 2: epochs of a forget loss on D_f through the dropped model until Acc ≤ γ.
 
-
-def _remove_phase(model: CapacityNet, ref_ce, batches, opt, cfg: MethodConfig, beta: float, loss: str,
-                  device) -> tuple[int, int, float]:
-    """Step 2: epochs of NPO (or CE ascent) on D_f through the dropped model until Acc ≤ γ.
-
-    The stopping accuracy is measured after each epoch, without gradients, on augmented D_f images with
-    batch norm in inference mode (so it is the deployed model's accuracy). With ``cfg.forget_bn_frozen``
-    the updates also use batch norm's running statistics: a batch made only of D_f samples has
-    statistics unlike the data the model is deployed on. Returns (epochs, steps, last accuracy as a share).
+    Updates run in training mode (batch norm normalises by the D_f batch and updates its running
+    statistics, SPEC §4). The stopping accuracy is measured after each epoch, without gradients, on
+    augmented D_f images in inference mode (the deployed model's accuracy). ``forget_loss(ce, ce_ref)``
+    gives the batch objective. Returns (epochs, steps, last accuracy as a share).
     """
     epochs = steps = 0
-    acc = _forget_acc(model, batches, device)
-    while epochs < cfg.max_epochs and acc > cfg.gamma:
+    acc = _aug_acc(model, batches)
+    while epochs < max_epochs and acc > gamma:
         model.train()
-        _set_bn_eval(model, getattr(cfg, "forget_bn_frozen", True))
         for x, y, idx in batches:
-            with autocast(device):
+            with autocast(x.device):
                 logits = model(x, mode="drop")
-            ce = per_sample_ce(logits, y)
-            if loss == "npo":
-                obj = npo_loss(ce, ref_ce(x, y, idx), beta).mean()
-            else:  # gradient ascent
-                obj = -ce.mean()
+            obj = forget_loss(per_sample_ce(logits, y), ref_ce(x, y, idx))
             opt.zero_grad(set_to_none=True)
             obj.backward()
             opt.step()
             steps += 1
         epochs += 1
-        acc = _forget_acc(model, batches, device)
+        acc = _aug_acc(model, batches)
     model.train()
     return epochs, steps, acc
 
 
 @torch.no_grad()
-def _forget_acc(model: CapacityNet, batches, device) -> float:
-    """Accuracy (share) of the dropped model on augmented D_f images against the corrupted labels."""
+def _aug_acc(model: CapacityNet, batches) -> float:
+    """Accuracy (share) of the dropped model, inference mode, on the (augmented) images of ``batches``."""
     was = model.training
     model.eval()
     correct = seen = 0
     for x, y, _ in batches:
-        with autocast(device):
+        with autocast(x.device):
             correct += (model(x, mode="drop").argmax(1) == y).sum().item()
         seen += len(y)
     model.train(was)
     return correct / max(1, seen)
+
+
+def _npo(beta: float):
+    return lambda ce, ce_ref: npo_loss(ce, ce_ref, beta).mean()
+
+
+def _ascent(ce, ce_ref):
+    return -ce.mean()
+
+
+@torch.no_grad()
+def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> None:
+    """θ_o2 as the authors' reserved half arrives after pretraining (``extra_init="pretrained"``).
+
+    In their capacity-0.5 model the reserved units get no loss gradient (their outputs are zeroed, and so
+    are the inputs of their outgoing weights), so pretraining only shrinks them by weight decay: with SGD
+    momentum μ, a factor exp(−wd/(1−μ)·Σ_t lr_t). Batch norm tracked their pre-gate statistics: a few
+    training-mode passes in ``drop`` mode recompute those, and the kept channels' statistics are put back.
+    """
+    device = torch.device(device)
+    lr_sum = sum(recipe.lr_at(t) for t in range(recipe.steps))
+    mom = recipe.momentum if recipe.optimizer == "sgd" else 0.0
+    shrink_by = math.exp(-recipe.weight_decay / (1 - mom) * lr_sum)
+    extra = model.extra_param_masks()
+    for name, prm in model.named_parameters():
+        prm[extra[name]] *= shrink_by
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    saved = {n: (m.running_mean.clone(), m.running_var.clone(), m.momentum) for n, m in bns.items()}
+    for m in bns.values():
+        m.momentum = None  # cumulative average over the calibration passes
+        m.reset_running_stats()
+    was = model.training
+    model.train()
+    batches = train_batches(task, None, device=device, batch_size=recipe.batch_size, seed=seed + 7)
+    for i, (x, _, _) in enumerate(batches):
+        if i == 10:
+            break
+        with autocast(device):
+            model(x, mode="drop")
+    model.train(was)
+    for n, m in bns.items():
+        mean, var, momentum = saved[n]
+        kept = ~extra[f"{n}.weight"]
+        m.running_mean[kept], m.running_var[kept] = mean[kept], var[kept]
+        m.momentum = momentum
+
+
+def _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_batches):
+    """(proxy, Acc_drop(D_r), Acc_drop(D_f)) on training labels: clean images, or augmented ones."""
+    if cfg.select_on == "clean":
+        return proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
+    acc_r, acc_f = (_aug_acc(model, b) for b in aug_batches)
+    return acc_r * (1 - max(acc_f, cfg.gamma)), acc_r, acc_f
+
+
+def _track(model, task, forget_idx, dev, mask_keys_fn) -> dict:
+    """Analysis-only figures of a round (read test data and true labels; never used for selection)."""
+    if getattr(task, "corrupt_idx", None) is None:  # no ground truth (a user's own data)
+        return {}
+    m = evaluate(model, task, forget_idx, device=dev)
+    y = task.y_train.cpu()
+    return {"track_healed": m["healed"], "track_utility": m["utility"], "track_acc_drop_f": m["forget_acc"],
+            "track_acc_mask_f": accuracy(model, task, forget_idx, y, mode="mask", device=dev,
+                                         keys_fn=mask_keys_fn)}
 
 
 @register
@@ -138,14 +212,18 @@ class REM(Method):
     def _unlearn(self, model, task, forget_idx, ctx, history):
         cfg: REMConfig = self.config
         dev = ctx.device
+        # -- step 1: expand θ_o1 by θ_o2 and freeze the reference -------------------------------------
         model.mask_spec = MaskSpec(p=cfg.p, seed=model.mask_spec.seed, soft=cfg.soft_mask)
+        was_expanded = model.has_extra
         model = expand(model, cfg.expand_ratio, seed=cfg.seed).to(dev)  # ETD models keep their own θ_o2
+        if cfg.extra_init == "pretrained" and not was_expanded and ctx.pretrain_recipe is not None:
+            _as_reserved(model, ctx.pretrain_recipe, task, dev, cfg.seed)
         model = model.to(memory_format=torch.channels_last)
         ref = copy.deepcopy(model).eval().requires_grad_(False)
 
         shared_set = task.corrupt_idx if cfg.ideal else forget_idx  # who shares the one mask
         shared = task.membership(shared_set).to(dev)
-        removal = task.membership(shared_set if cfg.ideal else forget_idx).to(dev)
+        removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
 
         def keys(idx: torch.Tensor) -> torch.Tensor:
             return mask_keys(idx, shared)
@@ -159,38 +237,49 @@ class REM(Method):
         opt = optimizer_for(model, cfg)
         fbatches = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
         all_batches = train_batches(task, None, device=dev, batch_size=cfg.batch_size, seed=cfg.seed)
+        aug_sel = [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2)
+                   for i in (retain_idx, forget_idx)] if cfg.select_on == "augmented" else None
         best = BestState()
+        if cfg.keep_start:  # the starting model (θ_o2 dropped) is the bar to beat
+            best.offer(_selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)[0], model, -1)
         step, rnd = 0, 0
-        while step < cfg.steps or rnd == 0:
-            ep, rsteps, racc = _remove_phase(model, ref_ce, fbatches, opt, cfg, cfg.beta, "npo", dev)
+        while rnd == 0 or step < cfg.steps:
+            # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) -----------------------
+            ep, rsteps, racc = _remove_phase(model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma,
+                                             _npo(cfg.beta))
+            # -- step 3: one epoch of redirection over all of D_tr --------------------------------------
             model.train()
-            for x, y, idx in all_batches:  # step 3: one epoch of redirection over all of D_tr
+            for x, y, idx in all_batches:
                 if step >= cfg.steps:
                     break
+                in_rm = removal[idx]
                 with autocast(dev):
-                    ce_mask = per_sample_ce(model(x, mode="mask", keys=keys(idx)), y)
                     ce_ref = ref_ce(x, y, idx)
-                    loss = (2.0 / cfg.beta) * torch.nn.functional.logsigmoid(cfg.beta * (ce_mask - ce_ref))
-                    in_rm = removal[idx]
-                    if cfg.remove_term and bool(in_rm.any()):
-                        ce_drop = per_sample_ce(model(x[in_rm], mode="drop"), y[in_rm])
-                        term = npo_loss(ce_drop, ce_ref[in_rm], cfg.beta)  # = −(2/β)·log σ(β·(CE_drop − CE_ref))
-                        loss = torch.cat([loss[~in_rm], loss[in_rm] + term])
+                    ce_mask = per_sample_ce(model(x, mode="mask", keys=keys(idx)), y)
+                    pull = (2.0 / cfg.beta) * torch.nn.functional.logsigmoid(cfg.beta * (ce_mask - ce_ref))
+                    loss = pull
+                    if cfg.remove_term:  # whole batch in training mode, loss zeroed outside D_f
+                        with torch.set_grad_enabled(bool(in_rm.any())):
+                            ce_drop = per_sample_ce(model(x, mode="drop"), y)
+                        loss = loss + in_rm * npo_loss(ce_drop, ce_ref, cfg.beta)
                     loss = loss.mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 step += 1
-            score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
+            # -- step 4: score the round by the proxy, keep the best -------------------------------------
+            score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
             acc_mask_f = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev,
                                   keys_fn=keys) / 100
             history.append({"round": rnd, "steps": step, "remove_epochs": ep, "remove_steps": rsteps,
                             "remove_acc": racc, "proxy": score, "acc_drop_r": acc_r, "acc_drop_f": acc_f,
-                            "acc_mask_f": acc_mask_f})
+                            "acc_mask_f": acc_mask_f,
+                            **(_track(model, task, forget_idx, dev, keys) if cfg.track else {})})
             best.offer(score, model, rnd)
             rnd += 1
             if cfg.steps == 0:
                 break
+        # -- step 5: drop θ_o2, return θ_o1 of the best round ----------------------------------------
         best.restore(model)
         history.append({"best_round": best.round, "best_proxy": best.score})
         return shrink(model)
@@ -222,18 +311,16 @@ class REMNoRemove(REM):
 @dataclass(frozen=True)
 class NPOConfig(MethodConfig):
     beta: float = 1.0
-    forget_bn_frozen: bool = True  # [choice] batch norm in inference mode during the updates on D_f
-
-
-@dataclass(frozen=True)
-class AscentConfig(MethodConfig):
-    forget_bn_frozen: bool = True  # [choice] batch norm in inference mode during the updates on D_f
 
 
 class _ForgetOnly(Method):
-    """Epochs of a forget loss on D_f through θ_o1 until Acc(D_f) ≤ γ; best epoch by the proxy."""
+    """Epochs of a forget loss on D_f through θ_o1 until Acc(D_f) ≤ γ; best epoch by the proxy.
 
-    loss = "npo"
+    Trained like REM's step 2 (batch norm in training mode, SPEC §4-5).
+    """
+
+    def forget_loss(self):
+        raise NotImplementedError
 
     def _unlearn(self, model, task: Task, forget_idx, ctx: Context, history):
         cfg = self.config
@@ -248,11 +335,9 @@ class _ForgetOnly(Method):
         retain_idx = task.retain_idx(forget_idx)
         opt = optimizer_for(model, cfg)
         fb = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
-        one_epoch = dataclasses.replace(cfg, max_epochs=1)
         best = BestState()
         for epoch in range(cfg.max_epochs):
-            _, _, racc = _remove_phase(model, ref_ce, fb, opt, one_epoch, getattr(cfg, "beta", 1.0),
-                                       self.loss, dev)
+            _, _, racc = _remove_phase(model, ref_ce, fb, opt, 1, cfg.gamma, self.forget_loss())
             score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
             history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
                             "acc_drop_f": acc_f})
@@ -272,7 +357,9 @@ class NPO(_ForgetOnly):
     config_cls = NPOConfig
     summary = "Negative Preference Optimisation on D_f until Acc(D_f) <= gamma, best epoch by the proxy"
     uses = "D_f (proxy: D_r)"
-    loss = "npo"
+
+    def forget_loss(self):
+        return _npo(self.config.beta)
 
 
 @register
@@ -282,5 +369,7 @@ class Ascent(_ForgetOnly):
     name = "ascent"
     summary = "Gradient ascent on the cross-entropy of D_f until Acc(D_f) <= gamma, best epoch by the proxy"
     uses = "D_f (proxy: D_r)"
-    config_cls = AscentConfig
-    loss = "ascent"
+    config_cls = MethodConfig
+
+    def forget_loss(self):
+        return _ascent
