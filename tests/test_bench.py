@@ -422,3 +422,29 @@ def test_cli_bench_report(local_run, tmp_path, capsys):
     for name in ("bench", "report"):
         for act in sub.choices[name]._actions:
             assert act.help, f"rem {name} {act.option_strings} has no help text"
+
+
+def test_report_draws_redirection_curve_from_rem_history(tmp_path):
+    """rem report draws REM's per-round track_* history per task (Fig. 5); none without it."""
+    from rem.report import build_report
+    from rem.report.curves import curve_cells
+
+    def rec(key, method, task, rate, history):
+        return {"key": key, "method": method, "pretrain_type": "capacity-0.5", "task": task, "rate": rate,
+                "seed": 0, "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0}, "history": history}
+
+    rounds = [{"round": i, "track_healed": 10.0 * i, "track_utility": 70.0, "track_acc_drop_f": 90.0 - 30 * i,
+               "track_acc_mask_f": 20.0 * i} for i in range(3)] + [{"best_round": 2, "best_proxy": 0.5}]
+    with ResultStore.in_run_dir(tmp_path) as s:
+        s.put(rec("a", "npo", "random", 0.5, [{"epoch": 0}]))
+        rep = build_report(tmp_path)
+        assert "redirection" not in rep.heatmaps
+        s.put(rec("b", "rem", "random", 0.5, rounds))
+        s.put(rec("c", "rem", "random", 1.0, rounds[:1]))
+        s.put(rec("d", "rem", "poison", 0.1, rounds))
+    rep = build_report(tmp_path)
+    png = rep.heatmaps["redirection"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and "Fig. 5" in rep.html.read_text()
+    with ResultStore.in_run_dir(tmp_path) as s:
+        cells = curve_cells(s.records("done"))
+    assert cells["random"]["key"] == "b" and cells["poison"]["key"] == "d" and "interclass" not in cells

@@ -7,6 +7,7 @@ Writes into the output folder (default ``<run_dir>/report``):
 - ``table.md`` / ``table.csv``: Table 1, mean ± SEM over cells of healed, utility and uxh per method
   and pretraining type, sorted by uxh (plus, in the Markdown, mean uxh per task, uxh per task and
   discovery rate, and the cells where each method collapses, see :func:`rem.report.tables.collapses`);
+- ``redirection.png``: REM's per-round history per task (the paper's Fig. 5), when its cells track it;
 - ``cells.csv``: every finished cell's metrics;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
 """
@@ -21,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rem.report.curves import redirection_png
 from rem.report.heatmaps import LABELS, heatmap_png
 from rem.report.tables import (
     CELL_COLUMNS,
@@ -163,6 +165,10 @@ def build_report(
     for m in metrics:
         pngs[m] = heatmap_png(rows, starts, m)
         rep.heatmaps[m] = _write(out / f"heatmap_{m}.png", pngs[m])
+    curve = redirection_png(records)
+    if curve is not None:  # the paper's Fig. 5, from REM's per-round history
+        pngs["redirection"] = curve
+        rep.heatmaps["redirection"] = _write(out / "redirection.png", curve)
     md = (
         "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh.\n\n"
         + (f"**{warning}**\n\n" if warning else "")

@@ -14,7 +14,8 @@ import math
 from rem.data.tasks import KINDS, REGULARITY
 from rem.report.tables import grid_values, order_methods, rates_of
 
-LABELS = {"uxh": "uxh (healed × utility / 100)", "healed": "healed (%)", "utility": "utility (%)"}
+LABELS = {"uxh": "uxh (healed × utility / 100)", "healed": "healed (%)", "utility": "utility (%)",
+          "redirection": "REM round by round: θ_o1 forgets, θ_o2 takes the corruption over (Fig. 5)"}
 
 
 def panels(rows: list[dict]) -> list[tuple[str, str]]:
