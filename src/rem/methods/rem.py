@@ -181,6 +181,7 @@ class REM(Method):
                 loss.backward()
                 opt.step()
                 step += 1
+                ctx.step(step, cfg.steps, loss.detach())
             score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
             acc_mask_f = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev,
                                   keys_fn=keys) / 100
@@ -257,6 +258,7 @@ class _ForgetOnly(Method):
             history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
                             "acc_drop_f": acc_f})
             best.offer(score, model, epoch)
+            ctx.step(epoch + 1, cfg.max_epochs)
             if racc <= cfg.gamma:
                 break
         best.restore(model)

@@ -105,8 +105,10 @@ def build_report(
     bad = [m for m in metrics if m not in KNOWN_METRICS]
     if bad:
         raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
+    from rem.paths import check_output_dir
+
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
     with ResultStore.in_run_dir(run_dir, create=False) as store:
         records = store.records("done")
         failed = store.records("failed")
