@@ -94,11 +94,10 @@ def _task_from(meta: dict, data_dir, download: bool = True, kind: str | None = N
 def cmd_train(args) -> int:
     from rem.checkpoint import save_checkpoint
     from rem.metrics import evaluate
+    from rem.paths import check_output_dir
     from rem.profiles import profile_data, profile_task
     from rem.runtime import environment, measure, pick_device
     from rem.train import pretrain
-
-    from rem.paths import check_output_dir
 
     profile = _profile(args)
     profile.task_config(args.task, args.seed)  # |D_c| and the task's settings, before any work
@@ -126,9 +125,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from rem.checkpoint import load_checkpoint
     from rem.metrics import evaluate
-    from rem.runtime import pick_device
-
     from rem.paths import check_output_file
+    from rem.runtime import pick_device
 
     dev = pick_device(args.device)
     if args.out:
@@ -187,9 +185,8 @@ def cmd_unlearn(args) -> int:
     from rem.checkpoint import load_checkpoint, save_checkpoint
     from rem.methods import get_method
     from rem.metrics import evaluate
-    from rem.runtime import environment, measure, pick_device
-
     from rem.paths import check_output_dir
+    from rem.runtime import environment, measure, pick_device
 
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")

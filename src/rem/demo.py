@@ -18,11 +18,10 @@ DEMO_METHODS = ("none", "rem", "npo", "finetune", "scrub", "badt")
 def run_demo(args) -> int:
     from rem.bench.executors import run_grid
     from rem.bench.grid import Grid
-    from rem.report import build_report
-
     from rem.bench.store import ResultStore
     from rem.paths import check_output_dir
     from rem.profiles import get_profile
+    from rem.report import build_report
     from rem.runtime import pick_device
 
     name = getattr(args, "profile", "cpu")

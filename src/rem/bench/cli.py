@@ -307,9 +307,8 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from rem.bench.grid import parse_list
-    from rem.report import build_report
-
     from rem.paths import check_output_dir
+    from rem.report import build_report
 
     if args.out:
         check_output_dir(args.out, "report folder")
