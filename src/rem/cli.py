@@ -341,7 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", help="settings profile (default cpu; smoke for a quick look)")
     common(p)
     p.set_defaults(func=cmd_demo)
+    _show_defaults(ap)
     return ap
+
+
+def _show_defaults(ap: argparse.ArgumentParser) -> None:
+    """Append "(default X)" to every option's help that has a default and does not name it yet."""
+    for act in ap._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for p in act.choices.values():
+                _show_defaults(p)
+        elif act.help and act.default not in (None, False, argparse.SUPPRESS) and "default" not in act.help:
+            act.help += f" (default {act.default})"
 
 
 def main(argv: list[str] | None = None) -> int:

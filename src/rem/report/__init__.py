@@ -163,7 +163,7 @@ def build_report(
     )
     pngs = {}
     for m in metrics:
-        pngs[m] = heatmap_png(rows, starts, m)
+        pngs[m] = heatmap_png(rows, starts, m, collapsed=collapsed)
         rep.heatmaps[m] = _write(out / f"heatmap_{m}.png", pngs[m])
     md = (
         "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh.\n\n"
@@ -223,9 +223,23 @@ def _e(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
+def _is_text(v) -> bool:
+    """A value shown as text (left-aligned): a string that is not a number or a "mean ± sem"."""
+    if not isinstance(v, str) or not v.strip():
+        return False
+    try:
+        float(v.split("±")[0].strip().replace("—", "nan"))
+    except ValueError:
+        return True
+    return False
+
+
 def _html_table(head: list[str], body: list[list], left: int = 1) -> str:
+    """A table whose first ``left`` columns, and every column holding text, are left-aligned."""
+    text_cols = {i for line in body for i, v in enumerate(line) if _is_text(v)}
+    left_cols = set(range(left)) | text_cols
     th = "".join(
-        f'<th class="l">{html.escape(h)}</th>' if i < left else f"<th>{html.escape(h)}</th>"
+        f'<th class="l">{html.escape(h)}</th>' if i in left_cols else f"<th>{html.escape(h)}</th>"
         for i, h in enumerate(head)
     )
     rows = []
@@ -233,7 +247,7 @@ def _html_table(head: list[str], body: list[list], left: int = 1) -> str:
         rows.append(
             "<tr>"
             + "".join(
-                f'<td class="l">{_e(v)}</td>' if i < left else f"<td>{_e(v)}</td>" for i, v in enumerate(line)
+                f'<td class="l">{_e(v)}</td>' if i in left_cols else f"<td>{_e(v)}</td>" for i, v in enumerate(line)
             )
             + "</tr>"
         )
