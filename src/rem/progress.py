@@ -68,7 +68,8 @@ class StepBar:
             self.bar.update(done - self.done)
         self.done = done
         if loss is not None and (done % 10 == 0 or done == total):
-            self.bar.set_postfix(loss=f"{float(loss):.3f}", refresh=False)
+            value = loss.detach() if hasattr(loss, "detach") else loss
+            self.bar.set_postfix(loss=f"{float(value):.3f}", refresh=False)
 
     def close(self) -> None:
         if self.bar is not None:

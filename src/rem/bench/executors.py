@@ -117,9 +117,10 @@ class GridBar:
             self.bar.set_postfix_str(f"{self.cells}/{self.total_cells} cells, {self.failed} failed", refresh=False)
 
     def _move(self, partial: float) -> None:
-        delta, self.partial = partial - self.partial, partial
-        if self.bar is not None and delta:
-            self.bar.update(delta)
+        self.partial = partial
+        if self.bar is not None:
+            self.bar.n = min(self.bar.total, round(self.base + self.partial, 6))
+            self.bar.update(0)  # redraws when tqdm's refresh interval has passed
 
     def steps(self, weight: float):
         """An ``on_step(done, total, loss)`` moving the bar through a job worth ``weight`` cells."""

@@ -97,7 +97,6 @@ def importances(model: nn.Module, task, idx: torch.Tensor, batch_size: int, devi
     return {n: v / max(1, count) for n, v in imp.items()}
 
 
-@torch.no_grad()
 def _batch_ticker(ctx, index_sets, batch_size: int):
     """A callback reporting importance batches as the method's steps (``ctx.step``), over all ``index_sets``."""
     total = sum(math.ceil(len(i) / batch_size) for i in index_sets)
@@ -110,6 +109,7 @@ def _batch_ticker(ctx, index_sets, batch_size: int):
     return tick
 
 
+@torch.no_grad()
 def dampen_(model: nn.Module, imp_f: dict[str, torch.Tensor], imp_r: dict[str, torch.Tensor], alpha: float,
             lam: float) -> int:
     """SSD's selection and dampening, in place: where imp_f > α·imp_r, θ ← θ·min(λ·imp_r/imp_f, 1).
