@@ -495,3 +495,35 @@ def test_cli_bench_report(local_run, tmp_path, capsys):
     for name in ("bench", "report"):
         for act in sub.choices[name]._actions:
             assert act.help, f"rem {name} {act.option_strings} has no help text"
+
+
+def test_report_html_is_readable(tmp_path):
+    """Issue 14, item 13: heatmaps fit a normal window with 10-point numbers, collapse cells are marked,
+    text columns are left-aligned."""
+    import io
+
+    from matplotlib.image import imread
+
+    from rem.report import _html_table, build_report
+    from rem.report.heatmaps import NUMBER_FONT, heatmap_png
+
+    start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
+    with ResultStore.in_run_dir(tmp_path) as s:
+        for i, (method, rate, uxh) in enumerate([("a", 0.1, 5.0), ("a", 0.5, 40.0), ("b", 0.1, 30.0),
+                                                 ("b", 0.5, 30.0), ("c", 0.1, 30.0), ("d", 0.1, 3.0)]):
+            s.put({"key": f"k{i}", "method": method, "pretrain_type": "capacity-0.5", "task": "random",
+                   "rate": rate, "seed": 0, "metrics": {"uxh": uxh, "healed": uxh, "utility": 80.0},
+                   "start_key": "s", "start_metrics": start})
+    rep = build_report(tmp_path, metrics=("uxh",))
+    png = rep.heatmaps["uxh"].read_bytes()
+    assert imread(io.BytesIO(png)).shape[1] <= 1400 and NUMBER_FONT >= 10
+    from rem.report.tables import flatten
+
+    with ResultStore.in_run_dir(tmp_path) as s:
+        rows = [flatten(r) for r in s.records()]
+    plain = heatmap_png(rows, [], "uxh", collapsed=None)
+    assert heatmap_png(rows, [], "uxh", collapsed=rep.collapses) != plain  # the collapse marks are drawn
+    assert any(e["collapsed"] for e in rep.collapses)
+    t = _html_table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], left=0)
+    assert '<td class="l">a</td>' in t and '<td class="l">random 0.1 (no healing)</td>' in t
+    assert "<td>5.00 ± 1.00</td>" in t and "<td>1</td>" in t
