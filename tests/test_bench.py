@@ -314,49 +314,122 @@ def test_failed_cell_is_recorded_and_retried(tmp_path, monkeypatch, one_thread):
         run_grid(g, tmp_path, progress=False, fail_fast=True)  # the failed cell is retried, not skipped
 
 
-def test_resume_after_sigkill(tmp_path):
-    """Kill `rem bench` (SIGKILL) once a record is stored; rerun; every cell once, finished ones untouched."""
+def _read_into(stream, buf: bytearray) -> None:
+    while True:
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            return
+        buf.extend(chunk)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_at_random_moments(tmp_path, one_thread):
+    """Kill `rem bench` (SIGKILL) six times at random moments, during pretraining and inside cells (found
+    from its live bars), resuming each time; then finish it. Every cell is stored once, a record stored
+    before a kill is never changed, and the results equal an uninterrupted run's, bit for bit."""
+    import random
+    import threading
+
     run_dir = tmp_path / "run"
+    grid = Grid(profile="smoke", methods=("none", "finetune"), rates=(0.5,), pretrain_steps=150, steps=60)
     args = [sys.executable, "-m", "rem", "bench", "--profile", "smoke", "--run-dir", str(run_dir),
             "--methods", "none,finetune", "--rates", "0.5", "--tasks", "poison,interclass,random",
-            "--pretrain-steps", "60", "--steps", "4", "--device", "cpu", "--quiet", "--no-report"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    db = run_dir / "results.sqlite"
-    n_at_kill = 0
-    try:
+            "--pretrain-steps", "150", "--steps", "60", "--device", "cpu", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REM_PROGRESS": "1"}
+    rng = random.Random(14)
+    kills, seen = [], {}
+    for target in ("pretrain", "pretrain", "finetune", "pretrain", "finetune", "finetune"):
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        buf = bytearray()
+        reader = threading.Thread(target=_read_into, args=(proc.stderr, buf), daemon=True)
+        reader.start()
         deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if db.is_file():
-                try:
-                    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-                    n_at_kill = con.execute("SELECT COUNT(*) FROM records WHERE status='done'").fetchone()[0]
-                    con.close()
-                except sqlite3.OperationalError:  # tables not created yet
-                    n_at_kill = 0
-                if n_at_kill >= 1:
-                    break
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        out = proc.communicate(timeout=60)[0].decode(errors="replace")
-    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{out}"
-    grid = Grid(profile="smoke", methods=("none", "finetune"), rates=(0.5,), pretrain_steps=60, steps=4)
-    total = len(grid.cells())
-    assert 1 <= n_at_kill < total
-    with ResultStore.in_run_dir(run_dir) as s:
-        before = {r["key"]: r for r in s.records()}
-    assert len(before) >= n_at_kill
+        while time.time() < deadline and proc.poll() is None and target.encode() not in buf:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            time.sleep(rng.uniform(0.0, 0.3))  # a random moment inside the pretraining or the cell
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+        kills.append((target, proc.returncode))
+        if db_exists := (run_dir / "results.sqlite").is_file():
+            with ResultStore.in_run_dir(run_dir, create=False) as s:
+                for r in s.records():
+                    seen.setdefault(r["key"], r)
+        assert db_exists or target == "pretrain"
+    killed = [t for t, rc in kills if rc == -signal.SIGKILL]
+    assert len(killed) >= 5 and "pretrain" in killed and "finetune" in killed, kills
     summary = run_grid(grid, run_dir, device="cpu", progress=False)
-    assert summary.skipped == len(before) and summary.done == total - len(before) and summary.complete
+    total = len(grid.cells())
+    assert summary.complete and summary.skipped + summary.done == total
     with ResultStore.in_run_dir(run_dir) as s:
         after = {r["key"]: r for r in s.records()}
-        dup = s.conn.execute("SELECT key FROM records GROUP BY key HAVING COUNT(*) > 1").fetchall()
         assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert s.count(None) == total
-    assert not dup and set(after) == {c.key for c in grid.cells()}
-    for k, r in before.items():  # kept as written, not recomputed
+        assert s.count(None) == total and not s.conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
+    assert set(after) == {c.key for c in grid.cells()}
+    for k, r in seen.items():  # kept as written, not recomputed
         assert after[k]["finished_at"] == r["finished_at"] and after[k]["metrics"] == r["metrics"]
+    ref = tmp_path / "ref"
+    run_grid(grid, ref, device="cpu", progress=False)
+    assert _metrics(run_dir) == _metrics(ref)
+
+
+def test_claimed_cells_are_left_to_their_live_runner(tmp_path, one_thread):
+    """A cell another live `rem bench` claimed is not computed twice; a dead runner's claim is taken over."""
+    import socket
+
+    g = tiny_grid(tasks=("poison",))
+    cells = g.cells()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        with ResultStore.in_run_dir(tmp_path) as s:
+            assert s.claim(cells[1].key)  # this process may claim; then hand it to the other one
+            s.conn.execute("UPDATE claims SET pid=? WHERE key=?", (other.pid, cells[1].key))
+            assert s.claimed_elsewhere(cells[1].key) and not s.claim(cells[1].key)
+        summary = run_grid(g, tmp_path, progress=False)
+        assert summary.done == 1 and summary.elsewhere == 1 and not summary.complete
+        assert "left to another rem bench" in str(summary)
+    finally:
+        other.kill()
+        other.wait()
+    with ResultStore.in_run_dir(tmp_path) as s:
+        row = s.conn.execute("SELECT pid, host FROM claims WHERE key=?", (cells[1].key,)).fetchone()
+        assert row == (other.pid, socket.gethostname()) and not s.claimed_elsewhere(cells[1].key)  # dead: stale
+    summary = run_grid(g, tmp_path, progress=False)
+    assert summary.done == 1 and summary.skipped == 1 and summary.complete
+
+
+def test_two_runners_on_one_run_folder_share_the_cells(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "rem", "bench", "--profile", "smoke", "--run-dir", str(run_dir),
+            "--methods", "none,finetune", "--rates", "0.5,1", "--tasks", "poison,random",
+            "--pretrain-steps", "40", "--steps", "20", "--device", "cpu", "--quiet", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    import re
+
+    run_now = [int(re.search(r"(\d+) run now", o).group(1)) for o in outs]
+    assert sum(run_now) == 8, outs  # each cell computed by exactly one of them
+    with ResultStore.in_run_dir(run_dir) as s:
+        assert s.count("done") == 8 and s.count(None) == 8
+
+
+def test_damaged_cached_start_model_is_pretrained_again_and_said(tmp_path, capfd, one_thread):
+    from rem.checkpoint import load_checkpoint
+
+    run_grid(tiny_grid(tasks=("poison",), methods=("none",)), tmp_path, progress=False)
+    (p,) = (tmp_path / "models").glob("*.safetensors")
+    raw = bytearray(p.read_bytes())
+    raw[-5] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    capfd.readouterr()
+    summary = run_grid(tiny_grid(tasks=("poison",), methods=("none",), rates=(1.0,)), tmp_path, progress=False)
+    err = capfd.readouterr().err
+    assert summary.complete and summary.done == 1
+    assert p.name in err and "damaged" in err and "pretraining it again" in err
+    load_checkpoint(p)  # replaced by a sound file
 
 
 # --- distributed executors ------------------------------------------------------------------------
@@ -448,3 +521,35 @@ def test_report_draws_redirection_curve_from_rem_history(tmp_path):
     with ResultStore.in_run_dir(tmp_path) as s:
         cells = curve_cells(s.records("done"))
     assert cells["random"]["key"] == "b" and cells["poison"]["key"] == "d" and "interclass" not in cells
+
+
+def test_report_html_is_readable(tmp_path):
+    """Issue 14, item 13: heatmaps fit a normal window with 10-point numbers, collapse cells are marked,
+    text columns are left-aligned."""
+    import io
+
+    from matplotlib.image import imread
+
+    from rem.report import _html_table, build_report
+    from rem.report.heatmaps import NUMBER_FONT, heatmap_png
+
+    start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
+    with ResultStore.in_run_dir(tmp_path) as s:
+        for i, (method, rate, uxh) in enumerate([("a", 0.1, 5.0), ("a", 0.5, 40.0), ("b", 0.1, 30.0),
+                                                 ("b", 0.5, 30.0), ("c", 0.1, 30.0), ("d", 0.1, 3.0)]):
+            s.put({"key": f"k{i}", "method": method, "pretrain_type": "capacity-0.5", "task": "random",
+                   "rate": rate, "seed": 0, "metrics": {"uxh": uxh, "healed": uxh, "utility": 80.0},
+                   "start_key": "s", "start_metrics": start})
+    rep = build_report(tmp_path, metrics=("uxh",))
+    png = rep.heatmaps["uxh"].read_bytes()
+    assert imread(io.BytesIO(png)).shape[1] <= 1400 and NUMBER_FONT >= 10
+    from rem.report.tables import flatten
+
+    with ResultStore.in_run_dir(tmp_path) as s:
+        rows = [flatten(r) for r in s.records()]
+    plain = heatmap_png(rows, [], "uxh", collapsed=None)
+    assert heatmap_png(rows, [], "uxh", collapsed=rep.collapses) != plain  # the collapse marks are drawn
+    assert any(e["collapsed"] for e in rep.collapses)
+    t = _html_table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], left=0)
+    assert '<td class="l">a</td>' in t and '<td class="l">random 0.1 (no healing)</td>' in t
+    assert "<td>5.00 ± 1.00</td>" in t and "<td>1</td>" in t

@@ -61,3 +61,54 @@ def test_mismatched_description_is_refused(tmp_path):
     save_file(load_file(str(p)), str(bad), metadata=header)
     with pytest.raises(CheckpointError, match="not a rem checkpoint"):
         load_checkpoint(bad)
+
+
+def test_digest_covers_the_metadata(tmp_path):
+    """A same-length edit of the header metadata (task kind, seed) is refused (issue 14, item 3)."""
+    m = resnet9(10, width=0.125)
+    p = save_checkpoint(m, tmp_path / "m.safetensors", {"task": {"kind": "poison", "seed": 3}})
+    raw = p.read_bytes()
+    for old, new in ((b"poison", b"random"), (b'"seed\\": 3', b'"seed\\": 4')):
+        assert raw.count(old) == 1
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(raw.replace(old, new))
+        with pytest.raises(CheckpointError, match="damaged"):
+            load_checkpoint(bad)
+
+
+def test_identical_content_identical_bytes_and_mode(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from rem.models import resnet9; from rem.checkpoint import save_checkpoint;"
+            "torch.manual_seed(0); save_checkpoint(resnet9(10, width=0.125), sys.argv[1], "
+            "{'b': 1, 'a': {'z': 2, 'y': [1, 2]}, 'task': {'kind': 'poison'}})")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(2)]
+    for p in paths:  # separate processes: dict/hash ordering may differ between them
+        subprocess.run([sys.executable, "-c", code, str(p)], check=True)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert paths[0].stat().st_mode & 0o777 == 0o666 & ~mask
+    assert load_checkpoint(paths[0])[1]["a"] == {"z": 2, "y": [1, 2]}
+
+
+def test_first_format_is_refused_unless_allowed(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from rem.checkpoint import _digest
+
+    m = resnet9(10, width=0.125)
+    p = save_checkpoint(m, tmp_path / "m.safetensors", {"task": {"kind": "poison"}})
+    with safe_open(str(p), framework="pt") as f:
+        header = dict(f.metadata())
+    header["format"] = "rem-checkpoint/1"
+    header["rem.sha256"] = _digest(load_file(str(p)))  # the first format's digest: tensors only
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(p)), str(old), metadata=header)
+    with pytest.raises(CheckpointError, match="older rem"):
+        load_checkpoint(old)
+    model, meta = load_checkpoint(old, allow_legacy=True)
+    assert meta == {"task": {"kind": "poison"}} and model.rem_meta == meta

@@ -68,3 +68,38 @@ def test_demo_on_smoke_profile(tmp_path, capsys):
     assert main(["demo", "--profile", "smoke", "--run-dir", str(tmp_path / "d"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "rem" in out and "report.html" in out and (tmp_path / "d" / "report" / "report.html").exists()
+    assert "CIFAR-10" not in out and "generated images" in out  # the smoke profile's data
+    asr = out.split("attack success rate")[1]
+    assert "starting model" in asr and "\n  rem " in asr and "%" in asr
+
+
+def test_help_texts_match_the_code_and_show_defaults():
+    """Rates are in (0, 1], the expand ratio in (0, 8] (REMConfig's check), every default is shown."""
+    import argparse
+
+    from rem.cli import build_parser
+    from rem.methods import get_method
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {(name, opt): act.help for name, p in sub.choices.items() for act in p._actions
+             for opt in act.option_strings}
+    assert "(0, 1]" in helps[("unlearn", "--rate")] and "(0, 1]" in helps[("bench", "--rates")]
+    assert "(0, 8]" in helps[("unlearn", "--expand-ratio")] and "(0, 8]" in helps[("bench", "--expand-ratio")]
+    get_method("rem", expand_ratio=8.0)
+    with pytest.raises(Exception, match="expand_ratio"):
+        get_method("rem", expand_ratio=8.5)
+    for name, p in sub.choices.items():
+        for act in p._actions:
+            if act.option_strings and act.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in (act.help or ""), f"rem {name} {act.option_strings}: default not shown"
+
+
+def test_readme_says_how_long_the_demo_takes_and_defines_the_metrics():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "20 CPU-minutes" in readme
+    for metric in ("healed", "utility", "uxh", "forget_acc", "asr"):
+        assert f"| `{metric}` |" in readme
+    assert "rem.task_of(meta)" in readme

@@ -388,3 +388,18 @@ def test_real_cifar10() -> None:
     assert d.x_test.shape == (10000, 3, 32, 32) and d.x_test.dtype == torch.uint8
     assert d.class_counts("train") == [5000] * 10 and d.class_counts("test") == [1000] * 10
     assert d.classes == ds.CIFAR10_CLASSES
+
+
+def test_cifar_md5_and_missing_file_give_the_same_advice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A damaged file and a missing one end in the same advice (issue 14, item 12)."""
+    folder = tmp_path / ds.CIFAR10_DIRNAME
+    _write_fake_cifar(folder)
+    _patch_cifar_md5(monkeypatch, folder)
+    _flip_byte(folder / "data_batch_3")
+    with pytest.raises(DataError) as damaged:
+        load_cifar10(tmp_path, download=False)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError) as missing:
+        load_cifar10(tmp_path, download=False)
+    advice = str(missing.value).split("lacks data_batch_3. ")[1]
+    assert str(damaged.value).endswith(advice) and "--data-dir" in advice and f"Delete the folder {folder}" in advice

@@ -3,16 +3,15 @@
 Python API::
 
     import rem
-    data = rem.load_dataset("cifar10")
-    task = rem.make_task(data, rem.TaskConfig(kind="poison", n_corrupt=1000, seed=0))
     model, meta = rem.load_checkpoint("model.safetensors")
+    task = rem.task_of(meta)          # the checkpoint's own data and corruption
     healed = rem.unlearn(model, task, task.forget_idx(0.5), method="rem")
     print(rem.evaluate(healed, task))
 """
 
 __version__ = "0.1.0"
 
-from rem.api import unlearn  # noqa: E402
+from rem.api import check_match, task_of, unlearn  # noqa: E402
 from rem.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from rem.data.datasets import ImageData, load_dataset, make_generated  # noqa: E402
 from rem.data.tasks import Task, TaskConfig, Trigger, make_task  # noqa: E402
@@ -22,6 +21,6 @@ from rem.metrics import evaluate  # noqa: E402
 from rem.models import build_model, expand, resnet9, shrink  # noqa: E402
 from rem.train import Recipe, pretrain  # noqa: E402
 
-__all__ = ["METHODS", "ImageData", "Recipe", "Task", "TaskConfig", "Trigger", "build_model", "evaluate",
+__all__ = ["METHODS", "ImageData", "Recipe", "Task", "TaskConfig", "Trigger", "build_model", "check_match", "evaluate",
            "expand", "get_method", "load_checkpoint", "load_dataset", "make_generated", "make_task", "pretrain",
-           "resnet9", "save_checkpoint", "shrink", "unlearn", "__version__"]
+           "resnet9", "save_checkpoint", "shrink", "task_of", "unlearn", "__version__"]

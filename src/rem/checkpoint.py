@@ -1,9 +1,16 @@
 """Checkpoints: one safetensors file whose header carries the JSON model description (nanoGPT-style).
 
-The header metadata holds ``rem.spec`` (the model description, see :meth:`CapacityNet.spec`),
-``rem.meta`` (free JSON: task, pretraining type, metrics...) and ``rem.sha256`` (a digest of every
-tensor's name, dtype, shape and bytes). Loading never unpickles; a truncated, altered or mismatched
-file raises :class:`~rem.errors.CheckpointError` saying what is wrong.
+The header metadata holds ``format``, ``rem.spec`` (the model description, see :meth:`CapacityNet.spec`),
+``rem.meta`` (free JSON: task, pretraining type, metrics...) and ``rem.sha256``: a digest of the other
+header entries *and* of every tensor's name, dtype, shape and bytes, so a one-byte change anywhere in
+the file (the task's kind or seed in the metadata included) is refused. Loading never unpickles; a
+truncated, altered or mismatched file raises :class:`~rem.errors.CheckpointError` saying what is wrong.
+
+Files are written by this module's own safetensors writer (the format is an 8-byte header length, a
+JSON header, then the raw tensors) with sorted keys, so identical models and metadata give identical
+bytes, and with the permissions of any other output (``0666`` less the umask). Files of the first
+format (``rem-checkpoint/1``, whose digest covered the tensors only) are refused by default; the bench
+cache, which checks a model against its own key and split hash, may still read them (``allow_legacy``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -19,31 +27,76 @@ import torch
 from rem.errors import CheckpointError, ConfigError
 from rem.models import CapacityNet, build_model
 
-FORMAT = "rem-checkpoint/1"
+FORMAT = "rem-checkpoint/2"
+LEGACY_FORMATS = ("rem-checkpoint/1",)
+_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+           torch.bool: "BOOL"}
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _tensor_digest(tensors: dict[str, torch.Tensor]) -> hashlib._Hash:
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h
+
+
+def _digest(tensors: dict[str, torch.Tensor], header: dict | None = None) -> str:
+    """sha256 of the tensors and (format 2) of every header entry but the digest itself."""
+    h = _tensor_digest(tensors)
+    if header is not None:
+        for k in sorted(header):
+            if k != "rem.sha256":
+                v = str(header[k]).encode()
+                h.update(f"|{k}|{len(v)}|".encode())
+                h.update(v)
     return h.hexdigest()
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+    """A safetensors file with sorted keys (so the same content always gives the same bytes)."""
+    entries, blobs, offset = {}, [], 0
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.dtype not in _DTYPES:
+            raise CheckpointError(f"cannot store tensor {name!r} of dtype {t.dtype}")
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        entries[name] = {"dtype": _DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps({"__metadata__": dict(sorted(metadata.items())), **entries}, separators=(",", ":"))
+    hb = head.encode()
+    hb += b" " * (-len(hb) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)))
+        f.write(hb)
+        for b in blobs:
+            f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = None) -> Path:
     """Write ``model`` (and ``meta``) atomically to ``path`` (a ``.safetensors`` file)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "rem.spec": json.dumps(model.spec()), "rem.meta": json.dumps(meta or {}),
-              "rem.sha256": _digest(tensors)}
+    header = {"format": FORMAT, "rem.spec": json.dumps(model.spec(), sort_keys=True),
+              "rem.meta": json.dumps(meta or {}, sort_keys=True, default=str)}
+    header["rem.sha256"] = _digest(tensors, header)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=header)
+        _write_safetensors(tensors, tmp, header)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -51,8 +104,13 @@ def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = No
     return path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[CapacityNet, dict]:
-    """Rebuild the model from a checkpoint written by :func:`save_checkpoint`; return (model, meta)."""
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
+                    allow_legacy: bool = False) -> tuple[CapacityNet, dict]:
+    """Rebuild the model from a checkpoint written by :func:`save_checkpoint`; return (model, meta).
+
+    The model carries the metadata as ``model.rem_meta`` (so :func:`rem.unlearn` and :func:`rem.evaluate`
+    can tell when it is paired with a task it was not trained on).
+    """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -64,12 +122,18 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
             header = f.metadata() or {}
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"{path} is not a readable safetensors file (damaged or truncated?): {e}") from e
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a rem checkpoint (format {header.get('format')!r}, "
-                              f"expected {FORMAT!r})")
-    if _digest(tensors) != header.get("rem.sha256"):
-        raise CheckpointError(f"{path} is damaged: its tensors do not match the digest recorded when it was saved")
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable safetensors file (damaged or truncated?): {msg}") from e
+    fmt = header.get("format")
+    if fmt in LEGACY_FORMATS and not allow_legacy:
+        raise CheckpointError(f"{path} was written by an older rem ({fmt}) whose digest does not cover its "
+                              "metadata; re-create it with this rem (`rem train`, or `rem bench` for a run folder)")
+    if fmt != FORMAT and fmt not in LEGACY_FORMATS:
+        raise CheckpointError(f"{path} is not a rem checkpoint (format {fmt!r}, expected {FORMAT!r})")
+    expected = _digest(tensors, header if fmt == FORMAT else None)
+    if expected != header.get("rem.sha256"):
+        raise CheckpointError(f"{path} is damaged: its tensors or metadata do not match the digest recorded "
+                              "when it was saved")
     try:
         spec, meta = json.loads(header["rem.spec"]), json.loads(header.get("rem.meta", "{}"))
         model = build_model(spec)
@@ -78,5 +142,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the described model: {e}") from e
+        raise CheckpointError(f"{path}: weights do not match the described model: "
+                              f"{str(e).splitlines()[0]}") from e
+    model.rem_meta = meta
     return model.to(device).eval(), meta

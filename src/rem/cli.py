@@ -10,9 +10,43 @@ from pathlib import Path
 
 import torch
 
-from rem.errors import RemError
+from rem.errors import ConfigError, RemError
 
 TASK_HELP = "corruption task: poison (high regularity), interclass (medium) or random (low)"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with errors on one line of stderr (exit 2), like rem's own errors, and no usage dump."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def rate_type(text: str) -> float:
+    """An argparse type: a discovery rate in (0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"a discovery rate is in (0, 1], got {text}")
+    return v
 
 
 def _write_json(path: Path, obj) -> None:
@@ -33,33 +67,42 @@ def _profile(args):
     kw = {}
     if getattr(args, "dataset", None):
         kw["dataset"] = args.dataset
-    if getattr(args, "n_corrupt", None):
+    if getattr(args, "n_corrupt", None) is not None:
         kw["n_corrupt"] = args.n_corrupt
-    if getattr(args, "steps", None) and args.command == "train":
+    if getattr(args, "steps", None) is not None and args.command == "train":
         from dataclasses import replace
 
         kw["pretrain"] = replace(p.pretrain, steps=args.steps)
     return p.override(**kw)
 
 
-def _task_from(meta_profile: dict, task_cfg: dict, data_dir, download: bool = True):
-    from rem.data.tasks import TaskConfig, make_task
-    from rem.profiles import profile_data, profile_from_dict
+def _task_from(meta: dict, data_dir, download: bool = True, kind: str | None = None):
+    """(profile, task) of a checkpoint's metadata; its own task's split is checked against the recorded one."""
+    from rem.api import task_of
+    from rem.profiles import profile_from_dict
 
-    profile = profile_from_dict(meta_profile)
-    data = profile_data(profile, data_dir, download=download)
-    return profile, make_task(data, TaskConfig.from_dict(task_cfg))
+    if kind is not None and kind != meta.get("task", {}).get("kind"):
+        meta = {k: v for k, v in meta.items() if k not in ("split_hash", "forget_idx")}
+        meta["task"] = {**meta["task"], "kind": kind}
+    try:
+        profile = profile_from_dict(meta["profile"])
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"the checkpoint's metadata has no usable profile ({e}): not written by rem?") from None
+    return profile, task_of(meta, data_dir, download=download)
 
 
 def cmd_train(args) -> int:
     from rem.checkpoint import save_checkpoint
     from rem.metrics import evaluate
+    from rem.paths import check_output_dir
     from rem.profiles import profile_data, profile_task
     from rem.runtime import environment, measure, pick_device
     from rem.train import pretrain
 
     profile = _profile(args)
+    profile.task_config(args.task, args.seed)  # |D_c| and the task's settings, before any work
     dev = pick_device(args.device)
+    out = check_output_dir(args.out)
     data = profile_data(profile, args.data_dir, download=not args.no_download)
     task = profile_task(profile, args.task, args.seed, data=data)
     print(f"pretraining {args.pretrain_type} {profile.arch} on {data.name} ({len(data.y_train)} train, "
@@ -68,7 +111,6 @@ def cmd_train(args) -> int:
         model = pretrain(task, profile.arch_spec(data.num_classes), args.pretrain_type, profile.pretrain,
                          device=dev, seed=args.seed, progress=not args.quiet)
     metrics = evaluate(model, task, device=dev)
-    out = Path(args.out)
     meta = {"profile": profile.as_dict(), "task": task.config.as_dict(), "pretrain_type": args.pretrain_type,
             "seed": args.seed, "split_hash": task.split_hash(), "metrics": metrics}
     save_checkpoint(model, out / "model.safetensors", meta)
@@ -83,18 +125,19 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from rem.checkpoint import load_checkpoint
     from rem.metrics import evaluate
+    from rem.paths import check_output_file
     from rem.runtime import pick_device
 
     dev = pick_device(args.device)
+    if args.out:
+        check_output_file(args.out)
     model, meta = load_checkpoint(args.checkpoint, dev)
-    task_cfg = dict(meta["task"])
-    if args.task:
-        task_cfg["kind"] = args.task
-    _, task = _task_from(meta["profile"], task_cfg, args.data_dir, not args.no_download)
+    _, task = _task_from(meta, args.data_dir, not args.no_download, kind=args.task)
     fi = torch.tensor(meta["forget_idx"]) if "forget_idx" in meta else None
     metrics = evaluate(model, task, fi, device=dev)
     if args.out:
-        _write_json(Path(args.out), {"checkpoint": str(args.checkpoint), "task": task_cfg, "metrics": metrics})
+        _write_json(Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(),
+                                     "metrics": metrics})
     print(json.dumps(_round(metrics)))
     return 0
 
@@ -104,21 +147,36 @@ def _parse_set(items: list[str], method: str) -> dict:
     from rem.bench.cli import parse_settings
 
     by_method = parse_settings(items)
+    others = sorted(set(by_method) - {"*", method})
+    if others:
+        raise ConfigError(f"--set for method(s) {others}, but this run is of {method!r}")
     return {**by_method.get("*", {}), **by_method.get(method, {})}
 
 
 def read_index_file(path: str | Path) -> torch.Tensor:
-    """Indices from a text file (whitespace/comma separated integers) or a JSON list."""
+    """Indices from a text file (whitespace/comma separated integers) or a JSON list (a UTF-8 BOM is fine)."""
     p = Path(path)
     if not p.is_file():
         raise RemError(f"no index file at {p}")
-    text = p.read_text().strip()
     try:
-        vals = json.loads(text) if text.startswith("[") else [int(t) for t in text.replace(",", " ").split()]
-    except ValueError as e:
-        raise RemError(f"{p}: indices must be integers: {e}") from e
-    if any(not isinstance(v, int) or isinstance(v, bool) for v in vals):
-        raise RemError(f"{p}: indices must be integers")
+        text = p.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError:
+        raise RemError(f"{p} is not a text file of indices (not UTF-8)") from None
+    if text.startswith("["):
+        try:
+            vals = json.loads(text)
+        except ValueError as e:
+            raise RemError(f"{p} is not valid JSON: {e}") from None
+        if not isinstance(vals, list) or any(not isinstance(v, int) or isinstance(v, bool) for v in vals):
+            raise RemError(f"{p}: a JSON index file must be one list of integers")
+    else:
+        try:
+            vals = [int(t, 10) for t in text.replace(",", " ").split()]
+        except ValueError as e:
+            raise RemError(f"{p}: indices must be integers: {e}") from None
+    big = [v for v in vals if not -(2**63) <= v < 2**63]
+    if big:
+        raise RemError(f"{p}: {len(big)} indices out of range (too large): {big[:3]}")
     return torch.tensor(vals, dtype=torch.int64)
 
 
@@ -127,13 +185,22 @@ def cmd_unlearn(args) -> int:
     from rem.checkpoint import load_checkpoint, save_checkpoint
     from rem.methods import get_method
     from rem.metrics import evaluate
+    from rem.paths import check_output_dir
     from rem.runtime import environment, measure, pick_device
 
-    dev = pick_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, dev)
-    profile, task = _task_from(meta["profile"], meta["task"], args.data_dir, not args.no_download)
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")
+    dev = pick_device(args.device)
+    out = check_output_dir(args.out)
+    out_model, out_metrics = out / "model.safetensors", out / "metrics.json"
+    if out_model.resolve() == Path(args.checkpoint).resolve():
+        raise RemError(f"--out {out} would overwrite the starting checkpoint {args.checkpoint}; choose another folder")
+    existing = [p.name for p in (out_model, out_metrics) if p.exists()]
+    if existing and not args.overwrite:
+        raise RemError(f"{out} already holds a result ({', '.join(existing)}); give --overwrite to replace it, "
+                       "or another --out")
+    model, meta = load_checkpoint(args.checkpoint, dev)
+    profile, task = _task_from(meta, args.data_dir, not args.no_download)
     forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_index_file(args.forget_file)
     forget_idx = task.check_forget_idx(forget_idx, within_corrupt=args.within_corrupt)
     overrides = {"steps": profile.unlearn.steps, "lr": profile.unlearn.lr,
@@ -147,17 +214,16 @@ def cmd_unlearn(args) -> int:
         overrides["soft_mask"] = True
     overrides.update(_parse_set(args.set, args.method))
     get_method(args.method, **overrides)  # validate the config before any work
-    print(f"{args.method}: |D_f|={len(forget_idx)} of |D_c|={len(task.corrupt_idx)}, task {task.kind}")
+    print(f"{args.method}: |D_f|={len(forget_idx)} of |D_c|={len(task.corrupt_idx)}, task {task.kind}", flush=True)
     with measure(dev) as m:
         healed = unlearn(model, task, forget_idx, args.method, device=dev, pretrain_type=meta.get("pretrain_type"),
                          pretrain_recipe=profile.pretrain, progress=not args.quiet, **overrides)
     metrics = evaluate(healed, task, forget_idx, device=dev)
     before = evaluate(model, task, forget_idx, device=dev)
-    out = Path(args.out)
     new_meta = {**meta, "method": args.method, "method_config": get_method(args.method, **overrides).config.as_dict(),
                 "forget_idx": forget_idx.tolist(), "split_hash": task.split_hash(forget_idx), "metrics": metrics}
-    save_checkpoint(healed, out / "model.safetensors", new_meta)
-    _write_json(out / "metrics.json", {"method": args.method, "metrics": metrics, "before": before,
+    save_checkpoint(healed, out_model, new_meta)
+    _write_json(out_metrics, {"method": args.method, "metrics": metrics, "before": before,
                                        "history": getattr(healed, "history", []), "wall_s": m.wall_s,
                                        "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind,
                                        "split_hash": new_meta["split_hash"], "env": environment(dev),
@@ -185,7 +251,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rem", description="Corrective machine unlearning of image classifiers "
+    ap = OneLineParser(prog="rem", description="Corrective machine unlearning of image classifiers "
                                  "with REM (Redirection for Erasing Memory) and its baselines.")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -195,22 +261,29 @@ def build_parser() -> argparse.ArgumentParser:
                            "$REM_DATA_DIR, else ~/.cache/rem/data; CIFAR-10 is downloaded there if missing)")
             p.add_argument("--no-download", action="store_true",
                            help="never download a missing data set; fail with an error instead")
-        p.add_argument("--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--device", default="auto",
+                       help="compute device: auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
+        p.add_argument("--quiet", action="store_true",
+                       help="no progress bars (they are drawn only when stderr is a terminal anyway)")
 
     p = sub.add_parser("train", help="pretrain a starting model on a corrupted data set",
                        description="Pretrain a model on a data set with one corruption task applied; writes "
                                    "OUT/model.safetensors and OUT/metrics.json.")
     p.add_argument("--profile", default="cpu", help="settings profile: smoke, cpu, paper, paper-vit (default cpu)")
-    p.add_argument("--dataset", default=None, help="override the profile's data set: cifar10, svhn, generated")
-    p.add_argument("--task", default="poison", choices=["poison", "interclass", "random"], help=TASK_HELP)
+    p.add_argument("--dataset", default=None,
+                   help="override the profile's data set: cifar10, svhn, generated (default: the profile's)")
+    p.add_argument("--task", default="poison", choices=["poison", "interclass", "random"],
+                   help=TASK_HELP + " (default poison)")
     p.add_argument("--pretrain-type", default="capacity-0.5", choices=["capacity-0.5", "etd", "full"],
                    help="capacity-0.5: half-width network (REM expands it); etd: Example-Tied Dropout; "
-                        "full: an ordinary network")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corruption, the split and the initialisation")
-    p.add_argument("--n-corrupt", type=int, default=None, help="override |D_c|, the number of corrupted samples")
-    p.add_argument("--steps", type=int, default=None, help="override the number of pretraining steps")
-    p.add_argument("--out", required=True, help="output folder")
+                        "full: an ordinary network (default capacity-0.5)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the corruption, the split and the initialisation (default 0)")
+    p.add_argument("--n-corrupt", type=int_at_least(1), default=None,
+                   help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)")
+    p.add_argument("--steps", type=int_at_least(1), default=None,
+                   help="override the number of pretraining steps, >= 1 (default: the profile's)")
+    p.add_argument("--out", required=True, help="output folder (checked before any work)")
     common(p)
     p.set_defaults(func=cmd_train)
 
@@ -218,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr.")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file written by rem")
     p.add_argument("--task", default=None, choices=["poison", "interclass", "random"],
-                   help="evaluate on this task instead of the checkpoint's own")
-    p.add_argument("--out", default=None, help="write the metrics to this JSON file")
+                   help="evaluate on this task instead of the checkpoint's own (default: its own)")
+    p.add_argument("--out", default=None, help="write the metrics to this JSON file (default: print only)")
     common(p)
     p.set_defaults(func=cmd_eval)
 
@@ -228,19 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
                                    "task's own at --rate, or the indices in --forget-file.")
     p.add_argument("--checkpoint", required=True, help="the starting model (.safetensors written by rem train)")
     p.add_argument("--method", default="rem", help="unlearning method (see `rem methods`; default rem)")
-    p.add_argument("--rate", type=float, default=None, help="discovery rate |D_f|/|D_c| in [0, 1]")
+    p.add_argument("--rate", type=rate_type, default=None,
+                   help="discovery rate |D_f|/|D_c| in (0, 1]: D_f is the task's own discovered set at this rate")
     p.add_argument("--forget-file", default=None,
-                   help="file of discovered training indices (integers, whitespace/comma separated, or JSON list)")
+                   help="file of discovered training indices (integers, whitespace/comma separated, or a JSON "
+                        "list); give it or --rate")
     p.add_argument("--within-corrupt", action="store_true",
                    help="refuse indices outside the task's corrupted set (a check for benchmark use)")
-    p.add_argument("--steps", type=int, default=None, help="step budget (default: the profile's)")
+    p.add_argument("--steps", type=int_at_least(0), default=None, help="step budget, >= 0 (default: the profile's)")
     p.add_argument("--expand-ratio", type=float, default=None,
-                   help="REM: extra capacity as a ratio r=|θ_o2|/|θ_o1| of each block's width, in (0, 1] "
+                   help="REM: extra capacity as a ratio r=|θ_o2|/|θ_o1| of each block's width, in (0, 8] "
                         "(default 1, the paper's)")
     p.add_argument("--soft-mask", action="store_true", help="REM: soft per-sample masks in [0, 1] instead of 0/1")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other method setting, e.g. --set beta=0.5 --set alpha=0.1 (repeatable)")
-    p.add_argument("--out", required=True, help="output folder for the healed checkpoint and metrics.json")
+                   help="any other method setting, parsed by its type, e.g. --set beta=0.5 --set remove_term=false "
+                        "(repeatable; `rem methods` lists the methods)")
+    p.add_argument("--out", required=True,
+                   help="output folder for the healed model.safetensors and metrics.json (checked before any work; "
+                        "never the starting checkpoint's file)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result already in --out")
     common(p)
     p.set_defaults(func=cmd_unlearn)
 
@@ -257,11 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job: REM against the strongest baselines on CIFAR-10 (cpu profile)",
                        description="Pretrain on the cpu profile of CIFAR-10 and compare REM with baselines.")
-    p.add_argument("--run-dir", default="runs/demo", help="folder of the demo's results store and report")
+    p.add_argument("--run-dir", default="runs/demo",
+                   help="folder of the demo's results store and report (default runs/demo)")
     p.add_argument("--profile", default="cpu", help="settings profile (default cpu; smoke for a quick look)")
     common(p)
     p.set_defaults(func=cmd_demo)
+    _show_defaults(ap)
     return ap
+
+
+def _show_defaults(ap: argparse.ArgumentParser) -> None:
+    """Append "(default X)" to every option's help that has a default and does not name it yet."""
+    for act in ap._actions:
+        if isinstance(act, argparse._SubParsersAction):
+            for p in act.choices.values():
+                _show_defaults(p)
+        elif act.help and act.default not in (None, False, argparse.SUPPRESS) and "default" not in act.help:
+            act.help += f" (default {act.default})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,11 +13,25 @@ from dataclasses import dataclass
 import torch
 
 
-def pick_device(name: str | None = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU. A device this torch cannot use raises ConfigError."""
+    from rem.errors import ConfigError
+
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: this torch ({torch.__version__}) has no usable CUDA; "
+                              "use --device cpu (or auto), or install a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type not in ("cpu", "mps"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
+    return dev
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

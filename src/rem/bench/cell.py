@@ -102,8 +102,10 @@ def make_cell_task(spec: StartSpec, data_dir=None):
 # --- starting models ------------------------------------------------------------------------------
 
 
-def pretrain_start(spec: StartSpec, *, device="auto", data_dir=None, progress: bool = False):
-    """Pretrain the starting model of ``spec``; returns (model, task, record)."""
+def pretrain_start(spec: StartSpec, *, device="auto", data_dir=None, progress: bool = False, on_step=None):
+    """Pretrain the starting model of ``spec``; returns (model, task, record).
+
+    ``on_step(done, total, loss)`` is called after every pretraining step (:mod:`rem.progress`)."""
     from rem.metrics import evaluate
     from rem.runtime import environment, measure, pick_device
     from rem.train import pretrain
@@ -119,6 +121,7 @@ def pretrain_start(spec: StartSpec, *, device="auto", data_dir=None, progress: b
             device=dev,
             seed=spec.seed,
             progress=progress,
+            on_step=on_step,
         )
     metrics = evaluate(model, task, device=dev)
     record = {
@@ -162,26 +165,32 @@ def ensure_start(
     data_dir=None,
     store: ResultStore | None = None,
     progress: bool = False,
+    on_step=None,
 ) -> dict:
     """The pretraining record of ``spec``'s starting model, pretraining and caching it first if missing.
 
-    Not safe against two processes pretraining the same model at once (both would write the same file
-    atomically, wasting time but never corrupting it); executors therefore run this before fanning out.
+    A cached file that cannot be used (damaged, or not this model) is pretrained again, and a line on
+    stderr says so. Two processes pretraining the same model at once would both write the same file
+    atomically (wasting time, never corrupting it): the local executor claims the model in the store
+    first (:meth:`ResultStore.claim`), the others run this before fanning out.
     """
     from rem.checkpoint import load_checkpoint, save_checkpoint
+    from rem.progress import say
 
     path = spec.path(run_dir)
     if path.is_file():
         try:
-            _, meta = load_checkpoint(path)
+            _, meta = load_checkpoint(path, allow_legacy=True)  # checked against the key below
             rec = meta.get("pretrain_record")
             if rec and rec.get("key") == spec.key:
                 if store is not None and store.model(spec.key) is None:
                     store.put_model(rec)
                 return rec
-        except CheckpointError:
-            pass  # damaged (e.g. a disk error): pretrain again and overwrite it
-    model, _, rec = pretrain_start(spec, device=device, data_dir=data_dir, progress=progress)
+            why = "it holds another model than its name says"
+        except CheckpointError as e:  # damaged (e.g. a disk error)
+            why = str(e)
+        say(f"rem: the cached starting model {path} cannot be used ({why}); pretraining it again")
+    model, _, rec = pretrain_start(spec, device=device, data_dir=data_dir, progress=progress, on_step=on_step)
     save_checkpoint(model, path, _checkpoint_meta(rec))
     if store is not None:
         store.put_model(rec)
@@ -236,13 +245,14 @@ def run_cell(
     data_dir=None,
     progress: bool = False,
     start: bytes | None = None,
+    on_step=None,
 ) -> dict:
     """Compute one cell and return its record (nothing is written to the store here).
 
     The starting model comes from ``start`` (checkpoint bytes) or the run folder, where it is
     pretrained first if missing. The record holds the SPEC §2 metrics, the full resolved config, the
     split hash, wall time and peak memory of the unlearning, the environment, the parameter count and
-    the method's history.
+    the method's history. ``on_step(done, total, loss)`` is called after each of the method's steps.
     """
     from rem.checkpoint import load_checkpoint
     from rem.methods import Context, get_method
@@ -253,7 +263,7 @@ def run_cell(
     spec = StartSpec.of(cell)
     if start is None and run_dir is not None:
         ensure_start(spec, run_dir, device=dev, data_dir=data_dir, progress=progress)
-    model, meta = load_checkpoint(_start_file(spec, run_dir, start), dev)
+    model, meta = load_checkpoint(_start_file(spec, run_dir, start), dev, allow_legacy=True)
     task = make_cell_task(spec, data_dir)
     if meta.get("split_hash") != task.split_hash():
         raise CheckpointError(
@@ -263,7 +273,8 @@ def run_cell(
     forget_idx = task.forget_idx(cell.rate)
     method = get_method(cell.method, **cell.overrides)
     ctx = Context(
-        device=dev, pretrain_type=cell.pretrain_type, pretrain_recipe=cell.profile.pretrain, progress=progress
+        device=dev, pretrain_type=cell.pretrain_type, pretrain_recipe=cell.profile.pretrain, progress=progress,
+        on_step=on_step,
     )
     with measure(dev) as m:
         healed = method.unlearn(model, task, forget_idx, ctx)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from rem.errors import ConfigError
@@ -19,19 +18,25 @@ Rerunning the same command resumes: cells already in <run-dir>/results.sqlite ar
 
 
 def parse_settings(items: list[str] | None) -> dict:
-    """``["rem.beta=0.5", "alpha=0.1"]`` → ``{"rem": {"beta": 0.5}, "*": {"alpha": 0.1}}`` (JSON values)."""
+    """``["rem.beta=0.5", "alpha=0.1"]`` → ``{"rem": {"beta": "0.5"}, "*": {"alpha": "0.1"}}``.
+
+    Values stay text here: the method's config parses each by its field's declared type
+    (:func:`rem.settings.coerce_fields`), so ``remove_term=False`` is the boolean false, never the string.
+    """
     out: dict[str, dict] = {}
     for it in items or []:
-        if "=" not in it:
+        lhs, eq, v = it.partition("=")
+        method, _, key = lhs.strip().rpartition(".")
+        if not eq or not key:
             raise ConfigError(f"--set expects [METHOD.]KEY=VALUE, got {it!r}")
-        lhs, v = it.split("=", 1)
-        method, _, key = lhs.rpartition(".")
-        try:
-            value = json.loads(v)
-        except json.JSONDecodeError:
-            value = v
-        out.setdefault(method or "*", {})[key.replace("-", "_")] = value
+        out.setdefault(method or "*", {})[key.replace("-", "_")] = v
     return out
+
+
+def _int_at_least(low: int):
+    from rem.cli import int_at_least
+
+    return int_at_least(low)
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,7 +77,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "default all three",
     )
     g.add_argument(
-        "--rates", default=None, help="comma-separated discovery rates in (0, 1] (default: the profile's)"
+        "--rates", default=None, help="comma-separated discovery rates, each in (0, 1] (default: the profile's)"
     )
     g.add_argument("--seeds", default=None, help="comma-separated seeds (default: the profile's)")
     g.add_argument(
@@ -83,39 +88,45 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument(
         "--dataset", default=None, help="override the profile's data set: cifar10, svhn, generated"
     )
-    g.add_argument("--width", type=float, default=None, help="override the ResNet-9 width multiplier")
+    g.add_argument("--width", type=float, default=None,
+                   help="override the ResNet-9 width multiplier (default: the profile's)")
     g.add_argument(
-        "--n-corrupt", type=int, default=None, help="override |D_c|, the number of corrupted samples"
+        "--n-corrupt", type=_int_at_least(1), default=None,
+        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)"
     )
     g.add_argument(
-        "--steps", type=int, default=None, help="override the unlearning step budget of every method"
+        "--steps", type=_int_at_least(1), default=None,
+        help="override the unlearning step budget of every method, >= 1 (default: the profile's)"
     )
     g.add_argument(
-        "--pretrain-steps", type=int, default=None, help="override the number of pretraining steps"
+        "--pretrain-steps", type=_int_at_least(1), default=None,
+        help="override the number of pretraining steps, >= 1 (default: the profile's)"
     )
     g.add_argument(
         "--expand-ratio",
         type=float,
         default=None,
-        help="REM (and variants): extra capacity ratio r = |θ_o2|/|θ_o1| in (0, 1] (default 1)",
+        help="REM (and variants): extra capacity ratio r = |θ_o2|/|θ_o1| in (0, 8] (default 1, the paper's)",
     )
     g.add_argument(
         "--set",
         action="append",
         metavar="[METHOD.]KEY=VALUE",
-        help="another method setting, for one method (rem.beta=0.5) or every method that has it "
-        "(alpha=0.1); repeatable",
+        help="another method setting, parsed by its type, for one method (rem.beta=0.5) or every method of "
+        "the grid that has it (alpha=0.1; refused if none has it); repeatable",
     )
     g.add_argument(
         "--dry-run", action="store_true", help="list the cells and how many are stored; run nothing"
     )
-    g.add_argument("--limit", type=int, default=None, help="run at most this many of the missing cells")
+    g.add_argument("--limit", type=_int_at_least(0), default=None,
+                   help="run at most this many of the missing cells, >= 0 (default: all)")
 
     e = p.add_argument_group("execution")
     e.add_argument(
         "--run-dir",
         required=True,
-        help="run folder: results.sqlite (the results store), models/ (starting models), report/",
+        help="run folder: results.sqlite (the results store), models/ (starting models), report/; several "
+        "rem bench processes may share one (each claims the cells it computes)",
     )
     e.add_argument(
         "--executor",
@@ -171,7 +182,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "--fail-fast", action="store_true", help="stop at the first failed cell (default: record it, go on)"
     )
     e.add_argument("--no-report", action="store_true", help="do not build the report at the end")
-    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("--quiet", action="store_true",
+                   help="no progress bars (they are drawn only when stderr is a terminal anyway)")
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -235,8 +247,12 @@ def grid_from_args(args):
 def cmd_bench(args) -> int:
     from rem.bench.executors import run_grid
     from rem.bench.store import ResultStore
+    from rem.paths import check_output_dir
+    from rem.runtime import pick_device
 
     grid = grid_from_args(args)
+    pick_device(args.device)  # a device this torch cannot use is refused before any work
+    check_output_dir(args.run_dir, "run folder")
     if args.dry_run:
         cells = grid.cells()
         done = set()
@@ -291,8 +307,11 @@ def cmd_bench(args) -> int:
 
 def cmd_report(args) -> int:
     from rem.bench.grid import parse_list
+    from rem.paths import check_output_dir
     from rem.report import build_report
 
+    if args.out:
+        check_output_dir(args.out, "report folder")
     metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
     methods = list(parse_list(args.methods) or ()) or None
     rep = build_report(args.run_dir, args.out, metrics=tuple(metrics), methods=methods,

@@ -3,9 +3,12 @@
 All three run the same :func:`rem.bench.cell.run_cell` and the driver (the process that called
 :func:`run_grid`) writes every record to the store, one transaction per record, as cells finish:
 
-- ``local`` (default): cells one after the other in this process, with a progress bar (done/total,
-  elapsed, ETA). Each starting model is pretrained just before the first cell that needs it (one
-  process: no race), and cells are ordered so that all cells of a starting model run together.
+- ``local`` (default): cells one after the other in this process, with a progress bar (cells done,
+  elapsed, ETA; pretraining counts in the ETA, weighted by its samples against a cell's) and a nested
+  bar of the current pretraining or cell's steps. Each starting model is pretrained just before the
+  first cell that needs it, and cells are ordered so that all cells of a starting model run together.
+  Several ``rem bench`` processes on one run folder share the work: each claims a cell (or a starting
+  model) in the store before computing it and skips those another live process holds.
 - ``ray``: each cell is a Ray task on the cluster at ``ray_address`` (or ``$RAY_ADDRESS``; else a
   local Ray instance is started and stopped). Starting models are pretrained first, as Ray tasks, one
   per model; the driver saves each in the run folder and puts its bytes in the object store, and the
@@ -18,7 +21,8 @@ All three run the same :func:`rem.bench.cell.run_cell` and the driver (the proce
 
 Ray and submitit are optional: ``pip install 'rem[ray]'`` / ``pip install 'rem[slurm]'``.
 
-A cell that raises is stored as ``failed`` with its traceback (the report lists it; the next run
+The ``ray`` and ``slurm`` drivers claim all the cells they submit. A cell that raises is stored as
+``failed`` with its traceback (the report lists it; the next run
 retries it) and the grid goes on, unless ``fail_fast``. Interrupting the driver loses only cells in
 progress: rerunning the same command skips every stored cell.
 """
@@ -60,28 +64,99 @@ class RunSummary:
     skipped: int = 0  # already in the store before this run
     done: int = 0  # finished in this run
     failed: list[tuple[str, str]] = field(default_factory=list)  # (cell label, error)
+    elsewhere: int = 0  # computed (or being computed) by another rem bench process on the same run folder
     wall_s: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return not self.failed and self.skipped + self.done == self.total
+        return not self.failed and self.skipped + self.done + self.elsewhere == self.total and not self.elsewhere
 
     def __str__(self) -> str:
         s = (
             f"{self.total} cells: {self.skipped} already stored, {self.done} run now, "
-            f"{len(self.failed)} failed "
-            f"({self.wall_s:.0f} s); results in {self.run_dir}"
+            f"{len(self.failed)} failed"
+            + (f", {self.elsewhere} left to another rem bench on this run folder" if self.elsewhere else "")
+            + f" ({self.wall_s:.0f} s); results in {self.run_dir}"
         )
         for label, err in self.failed[:10]:
             s += f"\n  failed: {label}: {err.strip().splitlines()[-1] if err.strip() else err}"
         return s
 
 
+class GridBar:
+    """The grid's bar: cells done of the grid, with pretraining counted in the ETA.
+
+    Its unit of work is one cell; a starting model still to pretrain counts ``start_weight`` cells (its
+    samples seen, steps × batch size, over a cell's). Step callbacks (:meth:`steps`) move it *within*
+    a pretraining or a cell, so it shows signs of life and a live ETA; a nested :class:`StepBar` below it
+    shows the current job's own steps and loss. Nothing is drawn unless ``enabled``.
+    """
+
+    def __init__(self, total_cells: int, done_cells: int, n_starts: int, start_weight: float, *,
+                 enabled: bool, desc: str = "bench", file=None) -> None:
+        self.total_cells, self.cells = total_cells, done_cells
+        self.start_weight = start_weight
+        self.base = float(done_cells)  # work finished, in cell units
+        self.partial = 0.0  # of the job in progress
+        self.failed = 0
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=round(total_cells + n_starts * start_weight, 3), initial=done_cells,
+                            desc=desc, position=0, dynamic_ncols=True, file=file,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+            self._postfix()
+
+    @property
+    def n(self) -> float:
+        return self.base + self.partial
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.cells}/{self.total_cells} cells, {self.failed} failed", refresh=False)
+
+    def _move(self, partial: float) -> None:
+        self.partial = partial
+        if self.bar is not None:
+            self.bar.n = min(self.bar.total, round(self.base + self.partial, 6))
+            self.bar.update(0)  # redraws when tqdm's refresh interval has passed
+
+    def steps(self, weight: float):
+        """An ``on_step(done, total, loss)`` moving the bar through a job worth ``weight`` cells."""
+
+        def on_step(done: int, total: int, loss=None) -> None:
+            self._move(weight * min(1.0, done / max(1, total)))
+
+        return on_step
+
+    def finish(self, weight: float, cell: bool, failed: bool = False) -> None:
+        """A job worth ``weight`` cells ended (a cell, or a pretraining when ``cell`` is False)."""
+        self._move(weight)
+        self.base, self.partial = self.base + weight, 0.0
+        if cell:
+            self.cells += 1
+            self.failed += failed
+        self._postfix()
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def describe(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 class _Sink:
     """Writes finished and failed cells to the store and counts them."""
 
-    def __init__(self, store: ResultStore, summary: RunSummary, fail_fast: bool, bar=None) -> None:
+    def __init__(self, store: ResultStore, summary: RunSummary, fail_fast: bool, bar: GridBar | None = None,
+                 progress: bool = False) -> None:
         self.store, self.summary, self.fail_fast, self.bar = store, summary, fail_fast, bar
+        self.progress = progress  # nested step bars wanted (and allowed)
 
     def ok(self, record: dict) -> None:
         self.store.put(record)
@@ -91,14 +166,13 @@ class _Sink:
     def fail(self, cell: Cell, error: str) -> None:
         self.store.put_failure(cell.config(), cell.key, error)
         self.summary.failed.append((cell.label(), error))
-        self._tick()
+        self._tick(failed=True)
         if self.fail_fast:
             raise RemError(f"cell {cell.label()} failed (fail-fast):\n{error}")
 
-    def _tick(self) -> None:
+    def _tick(self, failed: bool = False) -> None:
         if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix(failed=len(self.summary.failed), refresh=False)
+            self.bar.finish(1.0, cell=True, failed=failed)
 
 
 def _import_ray():
@@ -121,40 +195,70 @@ def _import_submitit():
 
 
 def run_local(
-    todo: list[Cell], run_dir: Path, sink: _Sink, *, device="auto", data_dir=None, progress: bool = False, **_
+    todo: list[Cell], run_dir: Path, sink: _Sink, *, device="auto", data_dir=None, poll_s: float = 2.0, **_
 ) -> None:
+    """Cells one by one, each claimed in the store first; cells and starting models that another live
+    ``rem bench`` holds are left to it (a starting model it is pretraining is waited for)."""
+    from rem.progress import StepBar, chain
+
+    store, bar = sink.store, sink.bar
     ready: set[str] = set()
     broken: dict[str, str] = {}  # starting models whose pretraining failed: their cells fail at once
-    for cell in todo:
-        spec = StartSpec.of(cell)
-        if spec.key in broken:
-            sink.fail(cell, broken[spec.key])
-            continue
-        if spec.key not in ready:
-            _describe(sink, f"pretrain {spec.label()}")
+    pending = list(todo)
+    while pending:
+        progressed = False
+        for cell in list(pending):
+            spec = StartSpec.of(cell)
+            if store.is_done(cell.key) or store.claimed_elsewhere(cell.key):
+                pending.remove(cell)  # stored or being computed by another runner
+                sink.summary.elsewhere += 1
+                if bar is not None:
+                    bar.finish(1.0, cell=True)
+                continue
+            if spec.key in broken:
+                pending.remove(cell)
+                sink.fail(cell, broken[spec.key])
+                continue
+            if spec.key not in ready:
+                if not store.claim(f"start:{spec.key}"):
+                    continue  # another runner is pretraining it: come back to it later
+                weight = 0.0 if spec.path(run_dir).is_file() or bar is None else bar.start_weight
+                if bar is not None:
+                    bar.describe(f"pretrain {spec.label()}")
+                try:
+                    with StepBar(f"pretrain {spec.label()}", sink.progress, position=1) as inner:
+                        ensure_start(spec, run_dir, device=device, data_dir=data_dir, store=store,
+                                     on_step=chain(inner, bar.steps(weight) if bar is not None else None))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception:
+                    broken[spec.key] = traceback.format_exc()
+                    pending.remove(cell)
+                    sink.fail(cell, broken[spec.key])
+                    continue
+                finally:
+                    store.release(f"start:{spec.key}")
+                    if bar is not None:
+                        bar.finish(weight, cell=False)
+                ready.add(spec.key)
+            if not store.claim(cell.key):
+                continue  # taken by another runner in the meantime: counted on the next pass
+            pending.remove(cell)
+            progressed = True
+            if bar is not None:
+                bar.describe(cell.label())
             try:
-                ensure_start(spec, run_dir, device=device, data_dir=data_dir, store=sink.store)
+                with StepBar(cell.method, sink.progress, position=1) as inner:
+                    rec = run_cell(cell, run_dir, device=device, data_dir=data_dir,
+                                   on_step=chain(inner, bar.steps(1.0) if bar is not None else None))
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception:
-                broken[spec.key] = traceback.format_exc()
-                sink.fail(cell, broken[spec.key])
+                sink.fail(cell, traceback.format_exc())
                 continue
-            ready.add(spec.key)
-        _describe(sink, cell.label())
-        try:
-            rec = run_cell(cell, run_dir, device=device, data_dir=data_dir, progress=False)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception:
-            sink.fail(cell, traceback.format_exc())
-            continue
-        sink.ok(rec)
-
-
-def _describe(sink: _Sink, text: str) -> None:
-    if sink.bar is not None:
-        sink.bar.set_description_str(text)
+            sink.ok(rec)
+        if pending and not progressed:
+            time.sleep(poll_s)  # every cell left waits for a starting model another runner pretrains
 
 
 # --- ray ------------------------------------------------------------------------------------------
@@ -383,6 +487,16 @@ def run_grid(
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise ConfigError("two cells of the grid resolve to the same configuration")
+    from rem.paths import check_output_dir
+    from rem.progress import bars_enabled
+
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
+    check_output_dir(run_dir, "run folder")
+    if executor == "local":
+        from rem.runtime import pick_device
+
+        pick_device(device)  # a device this torch cannot use is refused here, not in every cell
     with ResultStore.in_run_dir(run_dir) as store:
         store.set_meta("last_grid", dumps(grid.as_dict()))
         ingest_incoming(run_dir, store)
@@ -391,29 +505,30 @@ def run_grid(
         summary = RunSummary(run_dir=run_dir, total=len(cells), skipped=len(cells) - len(todo))
         if limit is not None:
             todo = todo[:limit]
+        if executor != "local":  # the driver claims what it submits; cells another runner holds are its
+            mine = [c for c in todo if store.claim(c.key)]
+            summary.elsewhere = len(todo) - len(mine)
+            todo = mine
+        live = bars_enabled(progress)
         bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=len(cells),
-                initial=summary.skipped,
-                unit="cell",
-                dynamic_ncols=True,
-                desc=f"bench ({executor})",
-            )
+        if live:
+            p = grid.resolved_profile()
+            weight = (p.pretrain.steps * p.pretrain.batch_size) / max(1, p.unlearn.steps * p.unlearn.batch_size)
+            n_starts = sum(not s.path(run_dir).is_file() for s in start_specs(todo))
+            bar = GridBar(summary.total, summary.skipped + summary.elsewhere, n_starts, weight, enabled=True,
+                          desc=f"bench ({executor})")
         try:
             _RUNNERS[executor](
                 todo,
                 run_dir,
-                _Sink(store, summary, fail_fast, bar),
+                _Sink(store, summary, fail_fast, bar, progress=live),
                 device=device,
                 data_dir=data_dir,
-                progress=progress,
                 **executor_kw,
             )
         finally:
             if bar is not None:
                 bar.close()
+            store.release()  # every claim this process still holds (a cell interrupted mid-way)
         summary.wall_s = time.time() - t0
         return summary

@@ -215,12 +215,15 @@ class Grid:
 
     @classmethod
     def from_dict(cls, d: dict) -> Grid:
+        """A grid from a table (a config file): each value checked against its field's type."""
+        from rem.settings import coerce_fields
+
         d = {k.replace("-", "_"): v for k, v in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown grid setting(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return cls(**coerce_fields(cls, d, "grid"))
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> Grid:
@@ -296,6 +299,10 @@ class Grid:
             raise ConfigError(
                 f"settings for unknown method(s) {bad}; registered: {', '.join(registered_methods())}"
             )
+        has = set().union(*(_fields_of(m) for m in names))
+        orphans = sorted(set(self.settings.get("*", {})) - has)
+        if orphans:  # a setting no method of the grid has would be dropped silently
+            raise ConfigError(f"no method of this grid ({', '.join(names)}) has the setting(s) {orphans}")
         return names
 
     def method_overrides(self, method: str, profile: Profile, seed: int) -> dict:

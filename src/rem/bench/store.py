@@ -6,7 +6,12 @@ Tables:
 - ``records(key PRIMARY KEY, status, method, pretrain_type, task, rate, seed, record, error, updated_at)``:
   one row per grid cell, keyed by :attr:`rem.bench.grid.Cell.key`; ``record`` is the JSON result;
   ``status`` is ``done`` or ``failed`` (a failed cell is retried by the next run);
-- ``models(key PRIMARY KEY, path, record)``: the starting models pretrained for the run and their metrics.
+- ``models(key PRIMARY KEY, path, record)``: the starting models pretrained for the run and their metrics;
+- ``claims(key PRIMARY KEY, pid, host, claimed_at)``: cells (and starting models, ``start:<key>``) a
+  running ``rem bench`` is computing right now, so that several runners on one run folder share the
+  work instead of each computing every cell. A claim is released when its cell is stored or fails;
+  one left by a dead process (same host, pid gone; or older than :data:`CLAIM_TTL_S` from another host)
+  is taken over. The table is created on opening, so stores written before it existed gain it.
 
 Every write is one transaction on one row (an upsert on the key that never replaces a ``done`` row),
 so a process killed at any moment loses no finished cell and never stores one twice. The database is
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -31,6 +38,8 @@ SCHEMA_VERSION = 1
 #: every cell; a store of an older key version is re-keyed when opened (records carry their configuration).
 KEY_VERSION = 2
 FILENAME = "results.sqlite"
+#: A claim from another host (whose process this one cannot see) is considered abandoned after this long.
+CLAIM_TTL_S = 24 * 3600.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +53,19 @@ CREATE TABLE IF NOT EXISTS models (
     key TEXT PRIMARY KEY, path TEXT, record TEXT NOT NULL, updated_at REAL NOT NULL
 );
 """
+_CLAIMS = """CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, claimed_at REAL NOT NULL
+)"""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _jsonable(o):
@@ -131,6 +153,8 @@ class ResultStore:
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
         elif self.meta().get("key_version") != str(KEY_VERSION):
             self._rekey()
+        if "claims" not in tables:
+            c.execute(_CLAIMS)
 
     def _rekey(self) -> None:
         """Re-key every record with the current key function, in one transaction. A record whose new key is
@@ -174,8 +198,47 @@ class ResultStore:
     # --- records ------------------------------------------------------------------------------
 
     def put(self, record: dict) -> bool:
-        """Store a finished cell's record; returns False when the key already had a finished record."""
+        """Store a finished cell's record (and release its claim); False when the key was already done."""
         return self._upsert(record["key"], "done", record, None)
+
+    # --- claims (several runners on one run folder) -------------------------------------------
+
+    def _claim_is_live(self, pid: int, host: str, claimed_at: float) -> bool:
+        if host == socket.gethostname():
+            return pid == os.getpid() or _pid_alive(pid)
+        return time.time() - claimed_at < CLAIM_TTL_S
+
+    def claim(self, key: str) -> bool:
+        """Claim ``key`` for this process; False if it is done, or claimed by another live process."""
+        me, host = os.getpid(), socket.gethostname()
+        with self._tx():
+            c = self.conn
+            if c.execute("SELECT 1 FROM records WHERE key=? AND status='done'", (key,)).fetchone():
+                return False
+            row = c.execute("SELECT pid, host, claimed_at FROM claims WHERE key=?", (key,)).fetchone()
+            if row is not None and (row[0], row[1]) != (me, host) and self._claim_is_live(*row):
+                return False
+            c.execute("INSERT OR REPLACE INTO claims (key, pid, host, claimed_at) VALUES (?, ?, ?, ?)",
+                      (key, me, host, time.time()))
+            return True
+
+    def claimed_elsewhere(self, key: str) -> bool:
+        """Whether another live process holds a claim on ``key``."""
+        row = self.conn.execute("SELECT pid, host, claimed_at FROM claims WHERE key=?", (key,)).fetchone()
+        return row is not None and (row[0], row[1]) != (os.getpid(), socket.gethostname()) \
+            and self._claim_is_live(*row)
+
+    def release(self, key: str | None = None) -> None:
+        """Drop this process's claim on ``key`` (all of its claims when ``key`` is None)."""
+        me, host = os.getpid(), socket.gethostname()
+        with self._tx():
+            if key is None:
+                self.conn.execute("DELETE FROM claims WHERE pid=? AND host=?", (me, host))
+            else:
+                self.conn.execute("DELETE FROM claims WHERE key=? AND pid=? AND host=?", (key, me, host))
+
+    def is_done(self, key: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM records WHERE key=? AND status='done'", (key,)).fetchone() is not None
 
     def put_failure(self, cell_config: dict, key: str, error: str) -> bool:
         """Note that a cell failed (kept for the report; the next run retries it). Never replaces ``done``."""
@@ -207,6 +270,7 @@ class ResultStore:
                     time.time(),
                 ),
             )
+            self.conn.execute("DELETE FROM claims WHERE key=? AND pid=?", (key, os.getpid()))
             return cur.rowcount > 0
 
     def done_keys(self) -> set[str]:

@@ -241,13 +241,18 @@ def md5sum(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _check_md5(path: Path, expected: str) -> None:
+def _check_md5(path: Path, expected: str, advice: str = "") -> None:
     actual = md5sum(path)
     if actual != expected:
         raise DataError(
             f"{path} is damaged or not the expected file: md5 {actual}, expected {expected}. "
-            f"Delete it and download it again."
+            + (advice or "Delete it and download it again.")
         )
+
+
+def _refetch_advice(folder: Path, root: Path, what: str, urls: list[str]) -> str:
+    """The one piece of advice for a damaged or missing data file (md5 mismatch and missing file alike)."""
+    return f"Delete the folder {folder} so that it is downloaded again. " + _how_to_fix(root, what, urls)
 
 
 def _download(url: str, dest: Path, expected_md5: str) -> None:
@@ -399,8 +404,8 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> I
         p = folder / n
         if not p.is_file():
             raise DataError(
-                f"CIFAR-10 folder {folder} lacks {n}. Delete the folder to download it again. "
-                + _how_to_fix(root, f"{CIFAR10_DIRNAME}/", [CIFAR10_URL])
+                f"CIFAR-10 folder {folder} lacks {n}. "
+                + _refetch_advice(folder, root, f"{CIFAR10_DIRNAME}/", [CIFAR10_URL])
             )
         files[p] = CIFAR10_MD5[n]
     key = _cache_key("cifar10", files)
@@ -408,7 +413,7 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> I
     if hit is not None:
         return hit
     for p, md5 in files.items():
-        _check_md5(p, md5)
+        _check_md5(p, md5, _refetch_advice(folder, root, f"{CIFAR10_DIRNAME}/", [CIFAR10_URL]))
 
     train = [_read_cifar_batch(folder / n) for n in CIFAR10_TRAIN_FILES]
     x_test, y_test = _read_cifar_batch(folder / CIFAR10_TEST_FILE)
@@ -483,8 +488,9 @@ def load_svhn(data_dir: str | Path | None = None, download: bool = True) -> Imag
     hit = _cached(key)
     if hit is not None:
         return hit
+    fix = _how_to_fix(folder, "svhn/train_32x32.mat and svhn/test_32x32.mat", list(SVHN_URLS.values()))
     for p, md5 in files.items():
-        _check_md5(p, md5)
+        _check_md5(p, md5, f"Delete {p} so that it is downloaded again. {fix}")
     x_train, y_train = _read_svhn_mat(folder / "train_32x32.mat")
     x_test, y_test = _read_svhn_mat(folder / "test_32x32.mat")
     data = ImageData("svhn", x_train, y_train, x_test, y_test, len(SVHN_CLASSES), SVHN_CLASSES)

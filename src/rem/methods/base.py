@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +25,7 @@ from rem.data.tasks import Task
 from rem.errors import ConfigError
 from rem.metrics import accuracy
 from rem.models import CapacityNet
+from rem.settings import coerce_fields
 from rem.train import Recipe, make_optimizer
 
 
@@ -73,7 +74,13 @@ class Context:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     pretrain_type: str = "capacity-0.5"
     pretrain_recipe: Recipe | None = None  # for `retrain` / `eu-k`
-    progress: bool = False
+    progress: bool = False  # draw a bar of the method's steps (when stderr is a terminal)
+    on_step: Callable[[int, int, object], None] | None = None  # (done, total, loss) after every step
+
+    def step(self, done: int, total: int, loss=None) -> None:
+        """Report that ``done`` of ``total`` steps are finished (``loss``: a float or 0-d tensor, or None)."""
+        if self.on_step is not None:
+            self.on_step(done, total, loss)
 
 
 class Method:
@@ -86,21 +93,21 @@ class Method:
 
     def __init__(self, config: MethodConfig | None = None, **overrides) -> None:
         cfg = config or self.config_cls()
-        if overrides:
-            known = {f.name for f in dataclasses.fields(cfg)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise ConfigError(f"method {self.name!r} has no setting(s) {unknown}; known: {sorted(known)}")
-            cfg = dataclasses.replace(cfg, **overrides)
+        if overrides:  # each value checked and parsed by its field's declared type (rem.settings)
+            cfg = dataclasses.replace(cfg, **coerce_fields(type(cfg), overrides, f"method {self.name!r}"))
         self.config = cfg
 
     def unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor,
                 ctx: Context | None = None) -> CapacityNet:
+        from rem.progress import StepBar, bars_enabled, chain
+
         ctx = ctx or Context()
         forget_idx = torch.as_tensor(forget_idx, dtype=torch.int64).cpu()
         model = copy.deepcopy(model).to(ctx.device)
         history: list[dict] = []
-        out = self._unlearn(model, task, forget_idx, ctx, history)
+        with StepBar(self.name, bars_enabled(ctx.progress)) as bar:
+            ctx = dataclasses.replace(ctx, on_step=chain(ctx.on_step, bar))
+            out = self._unlearn(model, task, forget_idx, ctx, history)
         out.history = history  # type: ignore[attr-defined]
         return out.eval()
 

@@ -267,6 +267,7 @@ class REM(Method):
                 loss.backward()
                 opt.step()
                 step += 1
+                ctx.step(step, cfg.steps, loss.detach())
             # -- step 4: score the round by the proxy, keep the best -------------------------------------
             score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
             acc_mask_f = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev,
@@ -342,6 +343,7 @@ class _ForgetOnly(Method):
             history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
                             "acc_drop_f": acc_f})
             best.offer(score, model, epoch)
+            ctx.step(epoch + 1, cfg.max_epochs)
             if racc <= cfg.gamma:
                 break
         best.restore(model)

@@ -107,8 +107,10 @@ def build_report(
     bad = [m for m in metrics if m not in KNOWN_METRICS]
     if bad:
         raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
+    from rem.paths import check_output_dir
+
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
     with ResultStore.in_run_dir(run_dir, create=False) as store:
         records = store.records("done")
         failed = store.records("failed")
@@ -163,7 +165,7 @@ def build_report(
     )
     pngs = {}
     for m in metrics:
-        pngs[m] = heatmap_png(rows, starts, m)
+        pngs[m] = heatmap_png(rows, starts, m, collapsed=collapsed)
         rep.heatmaps[m] = _write(out / f"heatmap_{m}.png", pngs[m])
     curve = redirection_png(records)
     if curve is not None:  # the paper's Fig. 5, from REM's per-round history
@@ -227,9 +229,23 @@ def _e(v) -> str:
     return html.escape("" if v is None else str(v))
 
 
+def _is_text(v) -> bool:
+    """A value shown as text (left-aligned): a string that is not a number or a "mean ± sem"."""
+    if not isinstance(v, str) or not v.strip():
+        return False
+    try:
+        float(v.split("±")[0].strip().replace("—", "nan"))
+    except ValueError:
+        return True
+    return False
+
+
 def _html_table(head: list[str], body: list[list], left: int = 1) -> str:
+    """A table whose first ``left`` columns, and every column holding text, are left-aligned."""
+    text_cols = {i for line in body for i, v in enumerate(line) if _is_text(v)}
+    left_cols = set(range(left)) | text_cols
     th = "".join(
-        f'<th class="l">{html.escape(h)}</th>' if i < left else f"<th>{html.escape(h)}</th>"
+        f'<th class="l">{html.escape(h)}</th>' if i in left_cols else f"<th>{html.escape(h)}</th>"
         for i, h in enumerate(head)
     )
     rows = []
@@ -237,7 +253,7 @@ def _html_table(head: list[str], body: list[list], left: int = 1) -> str:
         rows.append(
             "<tr>"
             + "".join(
-                f'<td class="l">{_e(v)}</td>' if i < left else f"<td>{_e(v)}</td>" for i, v in enumerate(line)
+                f'<td class="l">{_e(v)}</td>' if i in left_cols else f"<td>{_e(v)}</td>" for i, v in enumerate(line)
             )
             + "</tr>"
         )

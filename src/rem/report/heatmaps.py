@@ -2,8 +2,10 @@
 
 Rows are the regularity of the corruption (high = poison, medium = interclass, low = random), columns
 the discovery rates, each cell the mean over seeds; the first column (``start``, set apart by a white
-line) is the starting model before unlearning, as a reference. One figure per metric. Drawn with
-matplotlib's object API on the Agg canvas (no pyplot state, no display needed).
+line) is the starting model before unlearning, as a reference. One figure per metric, at most three
+panels per row and numbers in a 10-point font, so that they read at a normal window width; cells where
+the method collapses (:func:`rem.report.tables.collapses`) are outlined in red and marked ``×``. Drawn
+with matplotlib's object API on the Agg canvas (no pyplot state, no display needed).
 """
 
 from __future__ import annotations
@@ -25,20 +27,31 @@ def panels(rows: list[dict]) -> list[tuple[str, str]]:
     return [(m, p) for m in order_methods(m for m, _ in pairs) for p in ptypes if (m, p) in pairs]
 
 
-def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int = 110) -> bytes:
-    """One PNG with a panel per (method, pretraining type) for ``metric``."""
+NUMBER_FONT = 10  # points: the cell values
+PANELS_PER_ROW = 3
+MAX_WIDTH_IN = 13.0  # inches at 100 dpi: about the HTML page's width, so the image is not shrunk much
+
+
+def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int = 100,
+                collapsed: list[dict] | None = None) -> bytes:
+    """One PNG with a panel per (method, pretraining type) for ``metric``; ``collapsed`` (the output of
+    :func:`rem.report.tables.collapses`) marks the cells where a method collapses."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    marked = {(e["method"], e["pretrain_type"], c["task"], float(c["rate"]))
+              for e in collapsed or [] for c in e["collapsed"]}
 
     pairs = panels(rows)
     tasks = [k for k in KINDS if any(r["task"] == k for r in rows)]
     rates = rates_of(rows)
     multi_ptype = len({p for _, p in pairs}) > 1
     n = max(1, len(pairs))
-    ncols = min(4, n)
+    w = max(3.4, 0.75 * (len(rates) + 1) + 1.4)
+    ncols = max(1, min(PANELS_PER_ROW, n, int(MAX_WIDTH_IN // w)))  # shown near full size in a browser
     nrows = math.ceil(n / ncols)
-    w = max(2.6, 0.55 * (len(rates) + 1) + 1.2)
-    height = 0.55 * len(tasks) * nrows + 0.9 * nrows + 0.6
+    height = 0.75 * len(tasks) * nrows + 1.1 * nrows + 0.8
     fig = Figure(figsize=(w * ncols + 1.0, height), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     im = None
@@ -52,26 +65,32 @@ def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int =
                     ax.text(
                         x,
                         y,
-                        f"{v:.0f}",
+                        f"{v:.0f}" + ("×" if x and (method, ptype, tasks[y], float(rates[x - 1])) in marked else ""),
                         ha="center",
                         va="center",
-                        fontsize=7,
+                        fontsize=NUMBER_FONT,
+                        fontweight="bold",
                         color="white" if v < 55 else "black",
                     )
+                if x and (method, ptype, tasks[y], float(rates[x - 1])) in marked:
+                    ax.add_patch(Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, fill=False, edgecolor="red",
+                                           linewidth=2))
         ax.axvline(0.5, color="white", linewidth=3)
-        ax.set_xticks(range(len(rates) + 1), ["start"] + [f"{r:g}" for r in rates], fontsize=7)
+        ax.set_xticks(range(len(rates) + 1), ["start"] + [f"{r:g}" for r in rates], fontsize=9)
         ax.set_yticks(
             range(len(tasks)),
             [f"{REGULARITY[t]}\n({t})" for t in tasks] if i % ncols == 0 else [""] * len(tasks),
-            fontsize=7,
+            fontsize=9,
         )
-        ax.set_title(f"{method} ({ptype})" if multi_ptype else method, fontsize=9)
+        ax.set_title(f"{method} ({ptype})" if multi_ptype else method, fontsize=11)
         if i // ncols == nrows - 1:
-            ax.set_xlabel("discovery rate", fontsize=7)
+            ax.set_xlabel("discovery rate", fontsize=9)
     if im is not None:
         fig.colorbar(im, ax=fig.axes, shrink=0.8, label=LABELS.get(metric, metric))
     fig.suptitle(
-        f"{LABELS.get(metric, metric)}: regularity × discovery rate (start = before unlearning)", fontsize=10
+        f"{LABELS.get(metric, metric)}: regularity × discovery rate (start = before unlearning"
+        + ("; red × = collapse)" if marked else ")"),
+        fontsize=12,
     )
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

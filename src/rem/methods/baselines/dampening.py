@@ -49,7 +49,7 @@ def _accumulate(imp: dict[str, torch.Tensor], grads, kind: str, dim: int | None 
 
 
 def importances(model: nn.Module, task, idx: torch.Tensor, batch_size: int, device, kind: str = "fisher",
-                per_sample: bool = True, chunk: int = 32) -> dict[str, torch.Tensor]:
+                per_sample: bool = True, chunk: int = 32, on_batch=None) -> dict[str, torch.Tensor]:
     """Per-entry importance of every parameter on D_tr[idx] (model in eval mode, ``drop`` mode).
 
     ``kind="fisher"``: squared gradient of the cross-entropy (labels as trained), the diagonal Fisher
@@ -60,6 +60,7 @@ def importances(model: nn.Module, task, idx: torch.Tensor, batch_size: int, devi
     in chunks of ``chunk`` samples). ``per_sample=False``: as SSD's and Potion's code, the mean over
     batches of the squared / absolute gradient of each batch's mean loss; this depends strongly on
     the batch size (a well-fitted set's batch-mean gradient nearly cancels, a small D_f's does not).
+    ``on_batch()`` is called after each batch (progress).
     """
     if kind not in ("fisher", "logit-norm"):
         raise ConfigError(f"unknown importance kind {kind!r}")
@@ -81,15 +82,31 @@ def importances(model: nn.Module, task, idx: torch.Tensor, batch_size: int, devi
         for x, y, _ in plain_batches(task, idx, batch_size, device):
             _accumulate(imp, per_sample_grad(params, x, y).items(), kind, dim=0)
             count += len(y)
+            if on_batch is not None:
+                on_batch()
     else:
         for x, y, _ in plain_batches(task, idx, batch_size, device):
             model.zero_grad(set_to_none=True)
             _loss(model(x, mode="drop"), y, kind).backward()
             _accumulate(imp, ((n, p.grad) for n, p in model.named_parameters()), kind)
             count += 1
+            if on_batch is not None:
+                on_batch()
         model.zero_grad(set_to_none=True)
     model.train(was_training)
     return {n: v / max(1, count) for n, v in imp.items()}
+
+
+def _batch_ticker(ctx, index_sets, batch_size: int):
+    """A callback reporting importance batches as the method's steps (``ctx.step``), over all ``index_sets``."""
+    total = sum(math.ceil(len(i) / batch_size) for i in index_sets)
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        ctx.step(done[0], total)
+
+    return tick
 
 
 @torch.no_grad()
@@ -155,8 +172,9 @@ class SSD(Method):
         dev = ctx.device
         model = shrink(model).to(dev)
         ref_idx = task.retain_idx(forget_idx) if cfg.reference == "retain" else torch.arange(task.n_train)
-        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "fisher", cfg.per_sample)
-        imp_r = importances(model, task, ref_idx, cfg.batch_size, dev, "fisher", cfg.per_sample)
+        tick = _batch_ticker(ctx, (forget_idx, ref_idx), cfg.batch_size)
+        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "fisher", cfg.per_sample, on_batch=tick)
+        imp_r = importances(model, task, ref_idx, cfg.batch_size, dev, "fisher", cfg.per_sample, on_batch=tick)
         n_sel = dampen_(model, imp_f, imp_r, cfg.alpha, cfg.lam)
         total = sum(p.numel() for p in model.parameters())
         history.append({"phase": "dampen", "selected": n_sel, "selected_share": n_sel / max(1, total)})
@@ -223,8 +241,11 @@ class Potion(Method):
         dev = ctx.device
         model = shrink(model).to(dev).eval()
         retain_idx = task.retain_idx(forget_idx)
-        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample)
-        imp_r = importances(model, task, retain_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample)
+        tick = _batch_ticker(ctx, (forget_idx, retain_idx), cfg.batch_size)
+        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample,
+                            on_batch=tick)
+        imp_r = importances(model, task, retain_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample,
+                            on_batch=tick)
         start = {k: v.clone() for k, v in model.state_dict().items()}
         ratios = finite_ratios(imp_f, imp_r)
         y = task.y_train.cpu()

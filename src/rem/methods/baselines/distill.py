@@ -109,6 +109,7 @@ class SCRUB(Method):
                 loss.backward()
                 opt.step()
                 total, n, done = total + loss.item(), n + 1, step + 1
+                ctx.step(done, cfg.steps, loss)
             rec.update(min_steps=n, min_loss=total / max(1, n), steps=done)
             history.append(rec)
             if rnd + 1 >= cfg.msteps and done >= cfg.steps:
@@ -180,5 +181,6 @@ class BadTeacher(Method):
             loss.backward()
             opt.step()
             log.add(step, loss.item())
+            ctx.step(step + 1, cfg.steps, loss)
         log.flush(cfg.steps - 1)
         return shrink(model)

@@ -156,5 +156,6 @@ class SalUn(Method):
             loss.backward()
             opt.step()
             log.add(step, loss.item())
+            ctx.step(step + 1, cfg.steps, loss)
         log.flush(cfg.steps - 1)
         return shrink(model)

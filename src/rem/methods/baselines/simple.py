@@ -68,7 +68,7 @@ class Retrain(Method):
         retain_idx = task.retain_idx(forget_idx)
         mode = train_forward_mode(model, ctx)
         fit(new, task, retain_idx, ctx.pretrain_recipe, mode=mode, device=ctx.device, seed=cfg.seed,
-            progress=ctx.progress, desc="retrain")
+            on_step=ctx.on_step)
         history.append({"phase": "retrain", "steps": ctx.pretrain_recipe.steps, "mode": mode,
                         "n_retain": len(retain_idx)})
         return shrink(new)
@@ -99,6 +99,7 @@ def _train_ce(model, task, idx, cfg: MethodConfig, ctx, history, params=None, tr
         loss.backward()
         opt.step()
         log.add(step, loss.item())
+        ctx.step(step + 1, cfg.steps, loss)
     log.flush(cfg.steps - 1)
 
 
