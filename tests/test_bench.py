@@ -553,3 +553,18 @@ def test_report_html_is_readable(tmp_path):
     t = _html_table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], left=0)
     assert '<td class="l">a</td>' in t and '<td class="l">random 0.1 (no healing)</td>' in t
     assert "<td>5.00 ± 1.00</td>" in t and "<td>1</td>" in t
+
+
+def test_run_summary_prints_cost_per_method():
+    """rem bench ends with the unlearning wall time and core-seconds per method of the cells it ran."""
+    from rem.bench.executors import RunSummary
+
+    s = RunSummary(run_dir=Path("r"), total=3, done=3, wall_s=12.0)
+    s.add_cost({"method": "rem", "wall_s": 10.0, "env": {"threads": 2}})
+    s.add_cost({"method": "rem", "wall_s": 5.0, "env": {"threads": 2}})
+    s.add_cost({"method": "npo", "wall_s": 3.0, "env": {"threads": 1}})
+    assert s.cost == {"rem": [2, 15.0, 30.0], "npo": [1, 3.0, 3.0]}
+    text = str(s)
+    lines = text.splitlines()
+    assert "core-seconds" in text and lines[-1].split() == ["all", "3", "18", "33"]
+    assert lines[-3].split()[0] == "rem" and lines[-2].split()[0] == "npo"  # dearest first

@@ -66,6 +66,26 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (cell label, error)
     elsewhere: int = 0  # computed (or being computed) by another rem bench process on the same run folder
     wall_s: float = 0.0
+    cost: dict[str, list[float]] = field(default_factory=dict)  # method → [cells, wall s, core-seconds] run now
+
+    def add_cost(self, record: dict) -> None:
+        """Count a finished cell's unlearning time (wall × the threads it ran on) under its method."""
+        wall = float(record.get("wall_s") or 0.0)
+        threads = int((record.get("env") or {}).get("threads") or 1)
+        c = self.cost.setdefault(record.get("method", "?"), [0, 0.0, 0.0])
+        c[0], c[1], c[2] = c[0] + 1, c[1] + wall, c[2] + wall * threads
+
+    def cost_table(self) -> str:
+        """Per method: cells run now, their unlearning wall time and core-seconds (most expensive first)."""
+        if not self.cost:
+            return ""
+        rows = sorted(self.cost.items(), key=lambda kv: -kv[1][2])
+        width = max(len(m) for m, _ in rows)
+        lines = [f"  {'method':<{width}}  cells  wall s  core-s"]
+        lines += [f"  {m:<{width}}  {int(n):5d}  {w:6.0f}  {c:6.0f}" for m, (n, w, c) in rows]
+        total = [sum(v[i] for v in self.cost.values()) for i in range(3)]
+        lines.append(f"  {'all':<{width}}  {int(total[0]):5d}  {total[1]:6.0f}  {total[2]:6.0f}")
+        return "unlearning cost of the cells run now (wall × threads = core-seconds):\n" + "\n".join(lines)
 
     @property
     def complete(self) -> bool:
@@ -80,6 +100,8 @@ class RunSummary:
         )
         for label, err in self.failed[:10]:
             s += f"\n  failed: {label}: {err.strip().splitlines()[-1] if err.strip() else err}"
+        if self.cost:
+            s += "\n" + self.cost_table()
         return s
 
 
@@ -161,6 +183,7 @@ class _Sink:
     def ok(self, record: dict) -> None:
         self.store.put(record)
         self.summary.done += 1
+        self.summary.add_cost(record)
         self._tick()
 
     def fail(self, cell: Cell, error: str) -> None:
