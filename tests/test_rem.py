@@ -234,3 +234,18 @@ def test_extra_init_pretrained_keeps_drop_mode_and_shrinks_extras(smoke):
     k = e.kept[0]
     assert torch.equal(bn.running_mean[:k], before["conv1.bn.running_mean"][:k])
     assert not torch.equal(bn.running_mean[k:], before["conv1.bn.running_mean"][k:])  # tracked, not (0, 1)
+
+
+def test_forget_bn_frozen_option_keeps_bn_in_inference_mode_in_step_2(smoke, monkeypatch):
+    p, task, model = smoke
+    fi = task.forget_idx(0.5)
+    calls = _record_forwards(monkeypatch)
+    get_method("npo", max_epochs=2, batch_size=128, forget_bn_frozen=True).unlearn(model, task, fi, Context())
+    updates = [c for c in calls if c[2]]
+    assert updates and all(not c[3] for c in updates)  # model in training mode, every BN in inference mode
+    calls.clear()
+    get_method("rem", steps=3, batch_size=128, max_epochs=2, forget_bn_frozen=True, track=False).unlearn(
+        model, task, fi, Context())
+    step2 = [c for c in calls if c[2] and c[0] == "drop" and c[1] <= len(fi)]
+    redirect = [c for c in calls if c[2] and c[0] == "mask"]
+    assert step2 and all(not c[3] for c in step2) and redirect and all(c[3] for c in redirect)

@@ -22,7 +22,8 @@ until Acc(D_f) ≤ γ, proxy after every epoch).
 the dropped forward on the *whole* batch in training mode, the removal term's loss zeroed outside D_f;
 the reference θ_ref and every accuracy used for stopping, selection or evaluation run in inference mode.
 (Before this, ``rem`` froze BN in step 2 and ran the dropped forward on the D_f rows alone: measured on
-the authors' own loop, each of the two cost healing on interclass; both are gone, not kept as options.)
+the authors' own loop, each of the two cost healing on interclass. The D_f-rows-only forward is gone;
+the frozen BN of step 2 stays as an option, ``forget_bn_frozen`` (off by default), in REM, NPO and ascent.)
 
 Departures, all **[choice]** where SPEC leaves room: one SGD optimiser serves both phases (the
 momentum it carries is the paper code's behaviour); the step-2 stopping accuracy is measured after each
@@ -81,6 +82,7 @@ class REMConfig(MethodConfig):
     select_on: str = "clean"  # images the proxy's accuracies use: "clean" or "augmented" (authors')
     keep_start: bool = False  # True: the starting model is a candidate of the selection (authors')
     track: bool = True  # per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked
+    forget_bn_frozen: bool = False  # option (not the authors'): batch norm in inference mode in step 2
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -96,18 +98,24 @@ class REMConfig(MethodConfig):
 
 
 def _remove_phase(model: CapacityNet, ref_ce, batches, opt, max_epochs: int, gamma: float,
-                  forget_loss) -> tuple[int, int, float]:
+                  forget_loss, bn_frozen: bool = False) -> tuple[int, int, float]:
     """Step 2: epochs of a forget loss on D_f through the dropped model until Acc ≤ γ.
 
     Updates run in training mode (batch norm normalises by the D_f batch and updates its running
     statistics, SPEC §4). The stopping accuracy is measured after each epoch, without gradients, on
     augmented D_f images in inference mode (the deployed model's accuracy). ``forget_loss(ce, ce_ref)``
-    gives the batch objective. Returns (epochs, steps, last accuracy as a share).
+    gives the batch objective. ``bn_frozen`` (an option, off by default: ``rem``'s behaviour before it
+    followed the authors) keeps batch norm in inference mode during the updates instead. Returns
+    (epochs, steps, last accuracy as a share).
     """
     epochs = steps = 0
     acc = _aug_acc(model, batches)
     while epochs < max_epochs and acc > gamma:
         model.train()
+        if bn_frozen:
+            for mod in model.modules():
+                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
+                    mod.eval()
         for x, y, idx in batches:
             with autocast(x.device):
                 logits = model(x, mode="drop")
@@ -246,7 +254,7 @@ class REM(Method):
         while rnd == 0 or step < cfg.steps:
             # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) -----------------------
             ep, rsteps, racc = _remove_phase(model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma,
-                                             _npo(cfg.beta))
+                                             _npo(cfg.beta), cfg.forget_bn_frozen)
             # -- step 3: one epoch of redirection over all of D_tr --------------------------------------
             model.train()
             for x, y, idx in all_batches:
@@ -312,6 +320,12 @@ class REMNoRemove(REM):
 @dataclass(frozen=True)
 class NPOConfig(MethodConfig):
     beta: float = 1.0
+    forget_bn_frozen: bool = False  # option (not the authors'): batch norm in inference mode in the updates
+
+
+@dataclass(frozen=True)
+class AscentConfig(MethodConfig):
+    forget_bn_frozen: bool = False  # option (not the authors'): batch norm in inference mode in the updates
 
 
 class _ForgetOnly(Method):
@@ -338,7 +352,8 @@ class _ForgetOnly(Method):
         fb = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
         best = BestState()
         for epoch in range(cfg.max_epochs):
-            _, _, racc = _remove_phase(model, ref_ce, fb, opt, 1, cfg.gamma, self.forget_loss())
+            _, _, racc = _remove_phase(model, ref_ce, fb, opt, 1, cfg.gamma, self.forget_loss(),
+                                       cfg.forget_bn_frozen)
             score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
             history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
                             "acc_drop_f": acc_f})
@@ -371,7 +386,7 @@ class Ascent(_ForgetOnly):
     name = "ascent"
     summary = "Gradient ascent on the cross-entropy of D_f until Acc(D_f) <= gamma, best epoch by the proxy"
     uses = "D_f (proxy: D_r)"
-    config_cls = MethodConfig
+    config_cls = AscentConfig
 
     def forget_loss(self):
         return _ascent
