@@ -24,7 +24,7 @@ def test_task_of_rebuilds_the_checkpoints_task(checkpoint):
     task = rem.task_of(meta)
     assert task.split_hash() == meta["split_hash"] and task.kind == "poison"
     assert task.data.image_size == meta["profile"]["image_size"] and len(task.corrupt_idx) == 50
-    healed = rem.unlearn(model, task, task.forget_idx(0.5), method="finetune", steps=1, device="cpu")
+    healed, healed_history = rem.unlearn(model, task, task.forget_idx(0.5), method="finetune", steps=1, device="cpu")
     assert {"healed", "utility", "uxh"} <= set(rem.evaluate(healed, task))
     with pytest.raises(ConfigError, match="split"):
         rem.task_of({**meta, "split_hash": "0" * 16})

@@ -21,9 +21,9 @@ import torch
 
 from rem.bench import Grid, ResultStore, run_grid
 from rem.bench.cli import parse_settings
-from rem.bench.grid import registered_methods
 from rem.bench.store import SCHEMA_VERSION
 from rem.errors import ConfigError, RemError, StoreError
+from rem.methods import method_names
 
 TINY = {"profile": "smoke", "methods": ("none", "finetune"), "rates": (0.5,), "pretrain_steps": 20,
         "steps": 4}
@@ -82,7 +82,7 @@ def test_grid_cells_and_keys():
 def test_grid_defaults_and_overrides(tmp_path):
     g = Grid(profile="smoke")
     names = g.method_names()
-    assert names == registered_methods() and "none" in names and "finetune" in names
+    assert names == method_names() and "none" in names and "finetune" in names
     assert "retrain" not in Grid(profile="smoke", exclude_methods="retrain").method_names()
     with pytest.raises(ConfigError, match="unknown method"):
         Grid(profile="smoke", methods=("nope",)).cells()
@@ -247,7 +247,7 @@ def test_report_separates_expansion_ratios(tmp_path):
     with ResultStore.in_run_dir(tmp_path) as s:
         s.put({"key": "n", "method": "none", "pretrain_type": "capacity-0.5", "task": "poison", "rate": 0.5,
                "seed": 0, "method_config": {}, "metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0}})
-    rep = build_report(tmp_path, expand_ratio=1)  # methods without a ratio pass
+    rep = build_report(tmp_path, where={"*": {"expand_ratio": 1}})  # methods without a ratio pass
     assert {r["method"] for r in rep.table} == {"rem", "rem (soft mask)", "none"}
     rep = build_report(tmp_path, pretrain_types=["capacity-0.5"])
     assert [r["method"] for r in rep.table] == ["none"]

@@ -1,4 +1,4 @@
-"""The Python entry points: ``rem.unlearn(model, task, forget_idx, method="rem", **overrides) -> model``,
+"""The Python entry points: ``rem.unlearn(model, task, forget_idx, method="rem", **overrides) -> Unlearned``,
 ``rem.task_of(meta)`` (the task a checkpoint was trained on) and ``rem.check_match(model, task)``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from rem.data.tasks import Task
 from rem.errors import ConfigError
-from rem.methods.base import Context, get_method
+from rem.methods.base import Context, Unlearned, get_method
 from rem.models import CapacityNet
 from rem.runtime import pick_device
 from rem.train import Recipe
@@ -78,15 +78,16 @@ def check_match(model: CapacityNet, task: Task) -> None:
 def unlearn(model: CapacityNet, task: Task, forget_idx, method: str = "rem", *,
             device: str | torch.device | None = "auto", pretrain_type: str | None = None,
             pretrain_recipe: Recipe | None = None, progress: bool = False, on_step=None,
-            **overrides) -> CapacityNet:
+            **overrides) -> Unlearned:
     """Heal ``model`` of the corruption in ``task`` given the discovered indices ``forget_idx`` (D_f).
 
     ``overrides`` set fields of the method's config (e.g. ``steps=100``, ``expand_ratio=0.25``), each
     parsed by the field's type. Indices are validated first (integers, in range, no duplicates) and the
     model is checked against the task (:func:`check_match`), so bad input fails before any work.
     ``progress`` draws a bar of the steps (on a terminal); ``on_step(done, total, loss)`` is called after
-    each step. The returned model has the input's parameter count; ``returned.history`` holds the run's
-    records (for REM: per-round proxy, Acc(D_f) of θ_o1 and of the masked model). The input is not modified.
+    each step. Returns :class:`~rem.methods.Unlearned`: ``.model``, the healed model with the input's
+    parameter count, and ``.history``, the run's records (for REM: per-round proxy, Acc(D_f) of θ_o1 and of
+    the masked model); ``healed, history = rem.unlearn(...)`` unpacks it. The input is not modified.
     """
     forget_idx = task.check_forget_idx(forget_idx)
     check_match(model, task)

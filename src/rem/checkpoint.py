@@ -19,13 +19,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
 
 from rem.errors import CheckpointError, ConfigError
 from rem.models import CapacityNet, build_model
+from rem.paths import atomic_path
 
 FORMAT = "rem-checkpoint/2"
 LEGACY_FORMATS = ("rem-checkpoint/1",)
@@ -53,12 +53,6 @@ def _digest(tensors: dict[str, torch.Tensor], header: dict | None = None) -> str
                 h.update(f"|{k}|{len(v)}|".encode())
                 h.update(v)
     return h.hexdigest()
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
@@ -92,15 +86,8 @@ def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = No
     header = {"format": FORMAT, "rem.spec": json.dumps(model.spec(), sort_keys=True),
               "rem.meta": json.dumps(meta or {}, sort_keys=True, default=str)}
     header["rem.sha256"] = _digest(tensors, header)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        _write_safetensors(tensors, tmp, header)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        _write_safetensors(tensors, str(tmp), header)
     return path
 
 

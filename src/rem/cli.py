@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from rem.errors import ConfigError, RemError
+from rem.paths import write_json_atomic
 
 TASK_HELP = "corruption task: poison (high regularity), interclass (medium) or random (low)"
 
@@ -47,13 +48,6 @@ def rate_type(text: str) -> float:
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"a discovery rate is in (0, 1], got {text}")
     return v
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
 
 
 def _round(d: dict) -> dict:
@@ -116,7 +110,7 @@ def cmd_train(args) -> int:
     save_checkpoint(model, out / "model.safetensors", meta)
     record = {**meta, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind,
               "env": environment(dev)}
-    _write_json(out / "metrics.json", record)
+    write_json_atomic(out / "metrics.json", record)
     print(json.dumps(_round(metrics)))
     print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
     return 0
@@ -136,7 +130,7 @@ def cmd_eval(args) -> int:
     fi = torch.tensor(meta["forget_idx"]) if "forget_idx" in meta else None
     metrics = evaluate(model, task, fi, device=dev)
     if args.out:
-        _write_json(Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(),
+        write_json_atomic(Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(),
                                      "metrics": metrics})
     print(json.dumps(_round(metrics)))
     return 0
@@ -180,13 +174,32 @@ def read_index_file(path: str | Path) -> torch.Tensor:
     return torch.tensor(vals, dtype=torch.int64)
 
 
+def unlearn_cell(meta: dict, profile, task, method: str, rate: float | None, sets: dict, shortcuts: dict,
+                 steps: int | None = None):
+    """The :class:`~rem.bench.grid.Cell` that ``rem unlearn`` runs on a checkpoint: the same one (same key,
+    same settings from :func:`rem.run.method_settings`) that ``rem bench`` would run at this rate."""
+    from dataclasses import replace
+
+    from rem.bench.grid import Cell
+
+    if steps is not None:  # as `rem bench --steps`: the profile's unlearning budget
+        profile = replace(profile, unlearn=replace(profile.unlearn, steps=steps))
+    seed = int(meta.get("seed", task.config.seed))
+    ptype = meta.get("pretrain_type") or "capacity-0.5"
+    from rem.run import method_settings
+
+    settings = method_settings(method, profile, seed, sets, shortcuts)
+    return Cell(method, ptype, task.kind, None if rate is None else float(rate), seed, profile,
+                tuple(sorted(settings.items())))
+
+
 def cmd_unlearn(args) -> int:
-    from rem.api import unlearn
     from rem.checkpoint import load_checkpoint, save_checkpoint
     from rem.methods import get_method
     from rem.metrics import evaluate
     from rem.paths import check_output_dir
-    from rem.runtime import environment, measure, pick_device
+    from rem.run import shortcut_settings, unlearn_and_record
+    from rem.runtime import pick_device
 
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")
@@ -203,42 +216,38 @@ def cmd_unlearn(args) -> int:
     profile, task = _task_from(meta, args.data_dir, not args.no_download)
     forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_index_file(args.forget_file)
     forget_idx = task.check_forget_idx(forget_idx, within_corrupt=args.within_corrupt)
-    overrides = {"steps": profile.unlearn.steps, "lr": profile.unlearn.lr,
-                 "batch_size": profile.unlearn.batch_size, "optimizer": profile.unlearn.optimizer,
-                 "weight_decay": profile.unlearn.weight_decay}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.expand_ratio is not None:
-        overrides["expand_ratio"] = args.expand_ratio
-    if args.soft_mask:
-        overrides["soft_mask"] = True
-    overrides.update(_parse_set(args.set, args.method))
-    get_method(args.method, **overrides)  # validate the config before any work
+    shortcuts = shortcut_settings(expand_ratio=args.expand_ratio, soft_mask=args.soft_mask)
+    cell = unlearn_cell(meta, profile, task, args.method, args.rate, {args.method: _parse_set(args.set, args.method)},
+                        shortcuts, args.steps)
+    get_method(cell.method, **cell.overrides)  # validate the config before any work
     print(f"{args.method}: |D_f|={len(forget_idx)} of |D_c|={len(task.corrupt_idx)}, task {task.kind}", flush=True)
-    with measure(dev) as m:
-        healed = unlearn(model, task, forget_idx, args.method, device=dev, pretrain_type=meta.get("pretrain_type"),
-                         pretrain_recipe=profile.pretrain, progress=not args.quiet, **overrides)
-    metrics = evaluate(healed, task, forget_idx, device=dev)
+    result, record = unlearn_and_record(cell, model, task, forget_idx, start_meta=meta, device=dev,
+                                        progress=not args.quiet)
     before = evaluate(model, task, forget_idx, device=dev)
-    new_meta = {**meta, "method": args.method, "method_config": get_method(args.method, **overrides).config.as_dict(),
-                "forget_idx": forget_idx.tolist(), "split_hash": task.split_hash(forget_idx), "metrics": metrics}
-    save_checkpoint(healed, out_model, new_meta)
-    _write_json(out_metrics, {"method": args.method, "metrics": metrics, "before": before,
-                                       "history": getattr(healed, "history", []), "wall_s": m.wall_s,
-                                       "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind,
-                                       "split_hash": new_meta["split_hash"], "env": environment(dev),
-                                       "method_config": new_meta["method_config"]})
+    new_meta = {**meta, "method": args.method, "method_config": record["method_config"],
+                "forget_idx": forget_idx.tolist(), "split_hash": record["split_hash"], "metrics": record["metrics"]}
+    save_checkpoint(result.model, out_model, new_meta)
+    write_json_atomic(out_metrics, {**record, "before": before})
     print("before:", json.dumps(_round(before)))
-    print("after: ", json.dumps(_round(metrics)))
-    print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
+    print("after: ", json.dumps(_round(record["metrics"])))
+    print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({record['wall_s']:.0f} s)")
     return 0
 
 
 def cmd_methods(args) -> int:
-    from rem.methods import REGISTRY
+    from rem.methods import REGISTRY, get_method, method_names, settings_help
 
+    if args.settings:
+        cls = type(get_method(args.settings))  # refuses an unknown name
+        print(f"{cls.name}: {cls.summary}  [uses {cls.uses}]")
+        print(f"settings (rem unlearn --set KEY=VALUE, rem bench --set {cls.name}.KEY=VALUE):")
+        rows = settings_help(cls.config_cls)
+        width = max(len(n) for n, *_ in rows)
+        for name, tp, default, text in rows:
+            print(f"  {name:<{width}}  {text} ({tp}; default {default!r})")
+        return 0
     width = max(len(n) for n in REGISTRY)
-    for name in sorted(REGISTRY):
+    for name in method_names():
         cls = REGISTRY[name]
         print(f"{name:<{width}}  {cls.summary}  [uses {cls.uses}]")
     return 0
@@ -323,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_unlearn)
 
-    p = sub.add_parser("methods", help="list the registered unlearning methods")
+    p = sub.add_parser("methods", help="list the registered unlearning methods, or one method's settings")
+    p.add_argument("--settings", metavar="NAME", default=None,
+                   help="print every setting of method NAME with its help text, type and default")
     p.set_defaults(func=cmd_methods)
 
     try:

@@ -106,14 +106,16 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "--expand-ratio",
         type=float,
         default=None,
-        help="REM (and variants): extra capacity ratio r = |θ_o2|/|θ_o1| in (0, 8] (default 1, the paper's)",
+        help="shortcut of --set expand_ratio=R for REM and its variants: extra capacity ratio "
+        "r = |θ_o2|/|θ_o1| in (0, 8] (default 1, the paper's)",
     )
     g.add_argument(
         "--set",
         action="append",
         metavar="[METHOD.]KEY=VALUE",
         help="another method setting, parsed by its type, for one method (rem.beta=0.5) or every method of "
-        "the grid that has it (alpha=0.1; refused if none has it); repeatable",
+        "the grid that has it (alpha=0.1; refused if none has it); repeatable; `rem methods --settings NAME` "
+        "lists a method's settings",
     )
     g.add_argument(
         "--dry-run", action="store_true", help="list the cells and how many are stored; run nothing"
@@ -207,9 +209,17 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
         help="comma-separated pretraining types to include, e.g. capacity-0.5 (default all in the store)",
     )
     p.add_argument(
+        "--set",
+        action="append",
+        metavar="[METHOD.]KEY=VALUE",
+        help="only cells whose method has this setting at this value (methods without the setting pass), "
+        "for one method (rem.beta=0.5) or every method that has it (expand_ratio=1); repeatable",
+    )
+    p.add_argument(
         "--expand-ratio", type=float, default=None,
-        help="only cells of this REM extra-capacity ratio (and methods without one), e.g. 1 to leave out "
-        "the cells benchmarks/capacity_ratio.py adds to a run folder (default all)",
+        help="shortcut of --set expand_ratio=R: only cells of this REM extra-capacity ratio (and methods "
+        "without one), e.g. 1 to leave out the cells benchmarks/capacity_ratio.py adds to a run folder "
+        "(default all)",
     )
     p.add_argument(
         "--metrics",
@@ -309,14 +319,17 @@ def cmd_report(args) -> int:
     from rem.bench.grid import parse_list
     from rem.paths import check_output_dir
     from rem.report import build_report
+    from rem.run import shortcut_settings
 
     if args.out:
         check_output_dir(args.out, "report folder")
     metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
     methods = list(parse_list(args.methods) or ()) or None
+    where = parse_settings(args.set)
+    where["*"] = {**shortcut_settings(expand_ratio=args.expand_ratio), **where.get("*", {})}
     rep = build_report(args.run_dir, args.out, metrics=tuple(metrics), methods=methods,
                        pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
-                       expand_ratio=args.expand_ratio)
+                       where={m: s for m, s in where.items() if s} or None)
     sys.stdout.write(rep.table_md.read_text())
     if rep.warning:
         print(rep.warning, file=sys.stderr)

@@ -46,11 +46,11 @@ from rem.bench.cell import (
     run_cell,
     run_cell_to_file,
     start_specs,
-    write_bytes_atomic,
 )
 from rem.bench.grid import Cell, Grid
 from rem.bench.store import ResultStore, dumps
 from rem.errors import ConfigError, RemError
+from rem.paths import write_atomic
 
 EXECUTORS = ("local", "ray", "slurm")
 
@@ -367,7 +367,7 @@ def run_ray(
                 continue
             if kind == "start":
                 data, rec = result
-                write_bytes_atomic(what.path(run_dir), data)
+                write_atomic(what.path(run_dir), data)
                 sink.store.put_model(rec)
                 submit_cells(what, data)
             else:

@@ -15,6 +15,7 @@ Writes into the output folder (default ``<run_dir>/report``):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rem.paths import write_atomic
 from rem.report.curves import redirection_png
 from rem.report.heatmaps import LABELS, heatmap_png
 from rem.report.tables import (
@@ -75,14 +77,25 @@ def _starts(records: list[dict]) -> list[dict]:
     return list(seen.values())
 
 
-def _write(path: Path, data: str | bytes) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    tmp.replace(path)
-    return path
+def settings_match(record: dict, where: dict[str, dict] | None) -> bool:
+    """Whether ``record``'s method settings have the values of ``where`` (``{"*" or method: {key: value}}``,
+    each value parsed by the method's field type); a setting the method does not have is no obstacle."""
+    from rem.methods import REGISTRY
+    from rem.settings import coerce_fields
+
+    if not where:
+        return True
+    method, mc = record.get("method"), record.get("method_config") or {}
+    wanted = {**where.get("*", {}), **where.get(method, {})}
+    cls = REGISTRY.get(method)
+    for key, value in wanted.items():
+        if key not in mc:
+            continue
+        if cls is not None and key in {f.name for f in dataclasses.fields(cls.config_cls)}:
+            value = coerce_fields(cls.config_cls, {key: value}, f"method {method!r}")[key]
+        if mc[key] != value:
+            return False
+    return True
 
 
 def build_report(
@@ -92,13 +105,15 @@ def build_report(
     metrics: tuple[str, ...] = HEATMAP_METRICS,
     methods: list[str] | None = None,
     pretrain_types: list[str] | None = None,
-    expand_ratio: float | None = None,
+    where: dict[str, dict] | None = None,
 ) -> Report:
     """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
 
-    ``methods`` and ``pretrain_types`` restrict it to some methods and pretraining types; ``expand_ratio``
-    to the cells of that extra-capacity ratio (and those of methods without one), e.g. 1 for a grid's own
-    cells in a run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
+    ``methods`` and ``pretrain_types`` restrict it to some methods and pretraining types; ``where`` to the
+    cells whose method settings have these values, given as ``rem bench --set`` gives them
+    (``{"*": {"expand_ratio": 1}}``: every method that has the setting; ``{"rem": {...}}``: one method),
+    cells of methods without the setting passing — e.g. ``expand_ratio`` 1 for a grid's own cells in a
+    run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
     :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
     """
     from rem.bench.store import ResultStore
@@ -120,14 +135,13 @@ def build_report(
             return False
         if pretrain_types and r.get("pretrain_type") not in pretrain_types:
             return False
-        ratio = (r.get("method_config") or {}).get("expand_ratio")
-        return expand_ratio is None or ratio is None or float(ratio) == float(expand_ratio)
+        return settings_match(r, where)
 
     records = [r for r in records if keep(r)]
     failed = [r for r in failed if keep(r)]
     if not records:
         filters = [f"methods {methods}" if methods else "", f"pretraining types {pretrain_types}"
-                   if pretrain_types else "", f"expand ratio {expand_ratio:g}" if expand_ratio is not None else ""]
+                   if pretrain_types else "", f"settings {where}" if where else ""]
         raise StoreError(
             f"{run_dir / 'results.sqlite'} holds no finished cell"
             + (" of " + ", ".join(f for f in filters if f) if any(filters) else "")
@@ -166,11 +180,11 @@ def build_report(
     pngs = {}
     for m in metrics:
         pngs[m] = heatmap_png(rows, starts, m, collapsed=collapsed)
-        rep.heatmaps[m] = _write(out / f"heatmap_{m}.png", pngs[m])
+        rep.heatmaps[m] = write_atomic(out / f"heatmap_{m}.png", pngs[m])
     curve = redirection_png(records)
     if curve is not None:  # the paper's Fig. 5, from REM's per-round history
         pngs["redirection"] = curve
-        rep.heatmaps["redirection"] = _write(out / "redirection.png", curve)
+        rep.heatmaps["redirection"] = write_atomic(out / "redirection.png", curve)
     md = (
         "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh.\n\n"
         + (f"**{warning}**\n\n" if warning else "")
@@ -182,8 +196,8 @@ def build_report(
         + "\n"
         + collapse_markdown(collapsed)
     )
-    _write(rep.table_md, md)
-    _write(
+    write_atomic(rep.table_md, md)
+    write_atomic(
         rep.table_csv,
         to_csv(
             table,
@@ -202,8 +216,8 @@ def build_report(
             ],
         ),
     )
-    _write(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
-    _write(rep.html, _html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning))
+    write_atomic(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
+    write_atomic(rep.html, _html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning))
     return rep
 
 

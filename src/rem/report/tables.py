@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterable
 
 from rem.data.tasks import KINDS, REGULARITY
+from rem.methods.base import method_label
 
 METRICS = ("healed", "utility", "uxh")
 CELL_COLUMNS = (
@@ -55,20 +56,6 @@ def flatten(record: dict) -> dict:
     return row
 
 
-def method_label(record: dict) -> str:
-    """The method's name, with its non-default extra capacity or soft mask, e.g. ``rem (r=0.25)``.
-
-    Cells of one method with another expansion ratio are another row of the table and another panel.
-    """
-    mc = record.get("method_config") or {}
-    tags = []
-    if mc.get("expand_ratio", 1.0) != 1.0:
-        tags.append(f"r={mc['expand_ratio']:g}")
-    if mc.get("soft_mask"):
-        tags.append("soft mask")
-    return f"{record.get('method')} ({', '.join(tags)})" if tags else record.get("method")
-
-
 def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
     """Mean, standard error of the mean (sample std / √n; NaN below 2 values) and the count, NaNs skipped."""
     v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
@@ -83,10 +70,12 @@ def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def order_methods(names: Iterable[str]) -> list[str]:
-    from rem.bench.grid import DEFAULT_ORDER
+    """Registered methods in their own order (:attr:`rem.methods.Method.order`), then the others (labels
+    such as ``rem (r=0.25)``, methods no longer registered) alphabetically."""
+    from rem.methods import method_names
 
-    names = set(names)
-    return [m for m in DEFAULT_ORDER if m in names] + sorted(names - set(DEFAULT_ORDER))
+    names, known = set(names), method_names()
+    return [m for m in known if m in names] + sorted(names - set(known))
 
 
 def summary_table(rows: list[dict]) -> list[dict]:

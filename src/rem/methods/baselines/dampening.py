@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, register
+from rem.methods.base import Method, MethodConfig, register, setting
 from rem.methods.baselines.common import plain_batches
 from rem.metrics import accuracy
 from rem.models import shrink
@@ -138,10 +138,12 @@ class SSDConfig(MethodConfig):
     corrective-unlearning benchmark) or ``train`` (all of D_tr, as the SSD paper's D); ``per_sample``:
     which importance estimator (:func:`importances`)."""
 
-    alpha: float = 10.0
-    lam: float = 1.0
-    reference: str = "retain"
-    per_sample: bool = True  # the diagonal Fisher proper; False: SSD's code (see the module docstring)
+    alpha: float = setting(10.0, "selection weighting α: dampen entries with imp_f > α·imp_r")
+    lam: float = setting(1.0, "dampening constant λ: scale by min(λ·imp_r/imp_f, 1)")
+    reference: str = setting("retain", "set of the reference importance: 'retain' (D_r, SPEC §5) or "
+                             "'train' (all of D_tr, the SSD paper's D)")
+    per_sample: bool = setting(True, "importance as the mean of per-sample squared gradients (the diagonal "
+                               "Fisher proper); False: squared batch-mean gradients (SSD's code)")
 
     def validate(self) -> None:
         if self.alpha < 0 or self.lam < 0:
@@ -163,6 +165,7 @@ class SSD(Method):
     """
 
     name = "ssd"
+    order = 14
     config_cls = SSDConfig
     summary = "Selective Synaptic Dampening: shrink weights far more important to D_f than to D_r"
     uses = "D_f, D_r"
@@ -188,12 +191,12 @@ class PotionConfig(MethodConfig):
     Potion's code) or ≤ γ (``relative=False``); γ is the shared ``gamma`` (0.2); λ = ``lam`` = 1;
     ``per_sample``: which importance estimator (:func:`importances`)."""
 
-    max_tries: int = 50
-    growth: float = 1.1
-    start_share: float | None = None
-    relative: bool = True
-    lam: float = 1.0
-    per_sample: bool = False  # Potion's code: per-batch estimator (see the module docstring)
+    max_tries: int = setting(50, "at most this many tries of a growing share")
+    growth: float = setting(1.1, "factor by which the share grows per try (> 1)")
+    start_share: float | None = setting(None, "share of the first try (None: |D_f|/|D_tr|)")
+    relative: bool = setting(True, "stop at Acc(D_f) <= γ·Acc_start(D_f) (Potion's code); False: at <= γ")
+    lam: float = setting(1.0, "dampening constant λ")
+    per_sample: bool = setting(False, "per-sample importance estimator; False: per-batch (Potion's code)")
 
     def validate(self) -> None:
         if self.max_tries < 1 or self.growth <= 1.0 or self.lam < 0:
@@ -232,6 +235,7 @@ class Potion(Method):
     """
 
     name = "potion"
+    order = 15
     config_cls = PotionConfig
     summary = "Potion: label-free SSD with a percentile threshold grown until Acc(D_f) drops"
     uses = "D_f, D_r"

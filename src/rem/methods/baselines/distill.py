@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register
+from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register, setting
 from rem.methods.baselines.common import (
     LossLog,
     batches,
@@ -39,10 +39,10 @@ class SCRUBConfig(MethodConfig):
     (10: one chunk is about one epoch of D_r at the paper's budget). ``msteps``: how many of the first
     rounds start with one epoch of max-steps over D_f."""
 
-    alpha: float = 0.01
-    temperature: float = 4.0
-    rounds: int = 10
-    msteps: int = 3
+    alpha: float = setting(0.01, "weight of the KL term in the min-steps")
+    temperature: float = setting(4.0, "distillation temperature T")
+    rounds: int = setting(10, "the min-step budget `steps` is split into this many equal chunks")
+    msteps: int = setting(3, "how many of the first rounds start with one epoch of max-steps over D_f")
 
     def validate(self) -> None:
         if self.alpha < 0 or self.temperature <= 0:
@@ -70,6 +70,7 @@ class SCRUB(Method):
     """
 
     name = "scrub"
+    order = 12
     config_cls = SCRUBConfig
     summary = "SCRUB: max KL to a frozen teacher on D_f, min CE + alpha KL on D_r"
     uses = "D_f, D_r"
@@ -121,7 +122,7 @@ class SCRUB(Method):
 class BadTConfig(MethodConfig):
     """Bad Teacher's settings: the distillation temperature (1 in the paper)."""
 
-    temperature: float = 1.0
+    temperature: float = setting(1.0, "distillation temperature (1 in the paper)")
 
     def validate(self) -> None:
         if self.temperature <= 0:
@@ -157,6 +158,7 @@ class BadTeacher(Method):
     """
 
     name = "badt"
+    order = 13
     config_cls = BadTConfig
     summary = "Bad Teacher: distil from the original on D_r and from a random network on D_f"
     uses = "D_tr"

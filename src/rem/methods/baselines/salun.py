@@ -10,7 +10,7 @@ from torch import nn
 
 from rem.data.tasks import generator
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, register
+from rem.methods.base import Method, MethodConfig, cycle, register, setting
 from rem.methods.baselines.common import LossLog, batches, forward, plain_batches, train_forward_mode
 from rem.models import shrink
 from rem.runtime import autocast
@@ -110,7 +110,7 @@ def random_other_labels(y: torch.Tensor, num_classes: int, seed: int) -> torch.T
 class SalUnConfig(MethodConfig):
     """SalUn's settings: ``share``, the share of weights in the saliency mask (50 % in the paper)."""
 
-    share: float = 0.5
+    share: float = setting(0.5, "share of weights in the saliency mask, in (0, 1]")
 
     def validate(self) -> None:
         if not 0.0 < self.share <= 1.0:
@@ -131,6 +131,7 @@ class SalUn(Method):
     """
 
     name = "salun"
+    order = 16
     config_cls = SalUnConfig
     summary = "SalUn: train only the D_f-salient half of the weights, random labels on D_f"
     uses = "D_f, D_r"
