@@ -1,0 +1,62 @@
+"""One run path (rem.run): `rem unlearn` and `rem bench` run the same cell and write the same record;
+cell and starting-model keys stay what results stores already hold."""
+
+import json
+
+import pytest
+import torch
+
+from rem.bench import Grid, ResultStore
+from rem.cli import main
+from rem.profiles import get_profile
+from rem.run import method_settings, shortcut_settings
+
+#: Keys computed before the run path was unified (issue 18): a results store written by an earlier rem
+#: must find its cells and starting models again.
+PINNED = [
+    # (grid keywords, method, cell key, start key)
+    ({"profile": "smoke"}, "none", "0d2ba1ef9482378944cb", "397d9eebe6d0d0ff56bb"),
+    ({"profile": "smoke"}, "rem", "794d2db8b2a09cd3894e", "397d9eebe6d0d0ff56bb"),
+    ({"profile": "smoke"}, "npo", "6bc55bcb290435c197af", "397d9eebe6d0d0ff56bb"),
+    ({"profile": "smoke"}, "scrub", "185441750f4ea95f05f7", "397d9eebe6d0d0ff56bb"),
+    ({"profile": "cpu"}, "rem", "eae9224459376766f4a8", "da8f7d367f2618815caf"),
+    ({"profile": "cpu"}, "npo", "5e0d5c869ad8f292126b", "da8f7d367f2618815caf"),
+    ({"profile": "cpu", "tasks": ("interclass",), "expand_ratio": 0.25, "settings": {"rem": {"soft_mask": True}}},
+     "rem", "7e4dfb27dd7d7d32c25e", "5dd07e0d348bbf9e94b2"),
+]
+
+
+@pytest.mark.parametrize("kw,method,key,start", PINNED)
+def test_cell_and_start_keys_are_pinned(kw, method, key, start):
+    kw = {"tasks": ("poison",), "rates": (0.5,), **kw, "methods": (method,)}
+    (cell,) = Grid(**kw).cells()
+    assert (cell.key, cell.start_key) == (key, start)
+
+
+def test_method_settings_from_profile_seed_and_sets():
+    p = get_profile("smoke")
+    s = method_settings("rem", p, 3, {"*": {"beta": 0.5, "alpha": 9}, "rem": {"p": 0.3}},
+                        shortcut_settings(expand_ratio=1, soft_mask=False))
+    assert s == {"steps": p.unlearn.steps, "lr": p.unlearn.lr, "batch_size": p.unlearn.batch_size,
+                 "optimizer": p.unlearn.optimizer, "weight_decay": p.unlearn.weight_decay,
+                 "momentum": p.unlearn.momentum, "seed": 3, "expand_ratio": 1.0, "beta": 0.5, "p": 0.3}
+    assert "expand_ratio" not in method_settings("none", p, 0, None, {"expand_ratio": 0.5})
+
+
+@pytest.mark.slow
+def test_unlearn_and_bench_write_the_same_record(tmp_path):
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    assert main(["bench", "--profile", "smoke", "--methods", "rem", "--tasks", "poison", "--rates", "0.5",
+                 "--pretrain-steps", "20", "--steps", "4", "--set", "rem.max_epochs=2", "--run-dir", str(run),
+                 "--no-report", "--quiet"]) == 0
+    with ResultStore.in_run_dir(run, create=False) as store:
+        (bench,) = store.records("done")
+    (ckpt,) = (run / "models").glob("*.safetensors")
+    assert main(["unlearn", "--checkpoint", str(ckpt), "--method", "rem", "--rate", "0.5", "--steps", "4",
+                 "--set", "max_epochs=2", "--out", str(tmp_path / "u"), "--quiet"]) == 0
+    unl = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    for k in ("key", "config", "method_config", "metrics", "history", "split_hash", "start_key", "start_metrics",
+              "n_forget", "n_corrupt", "params", "rate", "seed", "task", "pretrain_type"):
+        assert unl[k] == bench[k], k
+    assert unl["method_config"]["momentum"] == get_profile("smoke").unlearn.momentum and "before" in unl
