@@ -1,4 +1,6 @@
-"""Tables from a results store: the paper's Table 1 (mean ± SEM over cells) and the list of cells."""
+"""Aggregates of a results store's cells: the paper's Table 1 (mean ± SEM over cells), per task, per
+discovery rate, where methods collapse, and the list of cells. Building only: :mod:`rem.report.model` turns
+them into tables, :mod:`rem.report.markdown` and :mod:`rem.report.html` render those."""
 
 from __future__ import annotations
 
@@ -125,36 +127,6 @@ def fmt_pm(mean: float, sem: float) -> str:
     return f"{mean:.2f}" if math.isnan(sem) else f"{mean:.2f} ± {sem:.2f}"
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "—" if math.isnan(v) else f"{v:.2f}"
-    return "" if v is None else str(v)
-
-
-def summary_markdown(table: list[dict]) -> str:
-    lines = [
-        "| method | pretrain | cells | healed | utility | uxh | wall s (mean) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in table:
-        lines.append(
-            f"| {r['method']} | {r['pretrain_type']} | {r['cells']} | "
-            f"{fmt_pm(r['healed_mean'], r['healed_sem'])} | {fmt_pm(r['utility_mean'], r['utility_sem'])} | "
-            f"{fmt_pm(r['uxh_mean'], r['uxh_sem'])} | {_fmt(r['wall_s_mean'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def by_task_markdown(table: list[dict], metric: str = "uxh") -> str:
-    head = " | ".join(f"{k} ({REGULARITY[k]})" for k in KINDS)
-    lines = [f"| method | pretrain | {head} |", "|---|---|" + "---:|" * len(KINDS)]
-    for r in table:
-        lines.append(
-            f"| {r['method']} | {r['pretrain_type']} | " + " | ".join(_fmt(r[k]) for k in KINDS) + " |"
-        )
-    return f"Mean {metric} per task (over discovery rates and seeds):\n\n" + "\n".join(lines) + "\n"
-
-
 def to_csv(rows: list[dict], columns: Iterable[str] | None = None) -> str:
     rows = list(rows)
     columns = list(columns) if columns is not None else (list(rows[0]) if rows else [])
@@ -234,23 +206,6 @@ def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> 
     return out
 
 
-def by_rate_markdown(tables: dict[str, list[dict]], metric: str = "uxh") -> str:
-    parts = []
-    for task, lines in tables.items():
-        rates = list(lines[0]["by_rate"])
-        parts.append(
-            f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
-            + f"| method | pretrain | start | {' | '.join(f'{r:g}' for r in rates)} |\n"
-            + "|---|---|---:|" + "---:|" * len(rates) + "\n"
-            + "".join(
-                f"| {ln['method']} | {ln['pretrain_type']} | {_fmt(ln['start'])} | "
-                + " | ".join(_fmt(v) for v in ln["by_rate"].values()) + " |\n"
-                for ln in lines
-            )
-        )
-    return "\n".join(parts)
-
-
 def collapses(
     rows: list[dict],
     starts: list[dict],
@@ -296,16 +251,3 @@ def collapse_where(entry: dict) -> str:
     for c in entry["collapsed"]:
         by.setdefault((c["task"], " and ".join(c["reasons"])), []).append(c["rate"])
     return "; ".join(f"{t} {', '.join(f'{r:g}' for r in rs)} ({why})" for (t, why), rs in by.items()) or "none"
-
-
-def collapse_markdown(entries: list[dict]) -> str:
-    lines = [
-        f"Collapsed cells: uxh less than {COLLAPSE_UXH_GAIN:g} points above the starting model's (no healing) "
-        f"or utility more than {COLLAPSE_UTILITY_DROP:g} points below it (utility):\n",
-        "| method | pretrain | collapsed / cells | where |",
-        "|---|---|---:|---|",
-    ]
-    for e in entries:
-        lines.append(f"| {e['method']} | {e['pretrain_type']} | {len(e['collapsed'])} / {e['cells']} | "
-                     f"{collapse_where(e)} |")
-    return "\n".join(lines) + "\n"
