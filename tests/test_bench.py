@@ -530,7 +530,9 @@ def test_report_html_is_readable(tmp_path):
 
     from matplotlib.image import imread
 
-    from rem.report import _html_table, build_report
+    from rem.report import build_report
+    from rem.report.html import html_table
+    from rem.report.model import Table
     from rem.report.heatmaps import NUMBER_FONT, heatmap_png
 
     start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
@@ -550,7 +552,7 @@ def test_report_html_is_readable(tmp_path):
     plain = heatmap_png(rows, [], "uxh", collapsed=None)
     assert heatmap_png(rows, [], "uxh", collapsed=rep.collapses) != plain  # the collapse marks are drawn
     assert any(e["collapsed"] for e in rep.collapses)
-    t = _html_table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], left=0)
+    t = html_table(Table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], "rrrr"))
     assert '<td class="l">a</td>' in t and '<td class="l">random 0.1 (no healing)</td>' in t
     assert "<td>5.00 ± 1.00</td>" in t and "<td>1</td>" in t
 

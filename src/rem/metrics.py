@@ -1,4 +1,5 @@
-"""The metrics of SPEC §2, always of the deployed model (``drop`` mode) on non-augmented images.
+"""The metrics of SPEC §2, always of the deployed model (``drop`` mode) on non-augmented images; the
+test-set ones each corruption task computes itself (:meth:`rem.data.corruptions.Corruption.test_metrics`).
 
 | metric | poison | interclass | random |
 |---|---|---|---|
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from rem.data.corruptions import get_corruption
 from rem.data.loader import Batches
 from rem.data.tasks import Task
 from rem.models import CapacityNet, param_count
@@ -57,25 +59,15 @@ def evaluate(model: CapacityNet, task: Task, forget_idx: torch.Tensor | None = N
     """All SPEC §2 metrics of ``model`` on ``task`` (``forget_idx`` = D_f, for ``forget_acc``)."""
     d, cfg = task.data, task.config
     y_test = d.y_test.cpu()
-    n_test = len(y_test)
     clean = predict(model, d.x_test, mode=mode, device=device)
     test_acc = 100.0 * (clean == y_test).float().mean().item()
     healed = accuracy(model, task, task.corrupt_idx, task.y_true.cpu(), mode=mode, device=device)
     out = {"test_acc": test_acc, "healed": healed}
-    if task.kind == "poison":
-        trig = predict(model, d.x_test, mode=mode, device=device, task=task,
-                       triggered=torch.ones(n_test, dtype=torch.bool))
-        out["healed_test"] = 100.0 * (trig == y_test).float().mean().item()
-        nt = y_test != cfg.target
-        out["asr"] = 100.0 * (trig[nt] == cfg.target).float().mean().item()
-        out["utility"] = test_acc
-    elif task.kind == "interclass":
-        ab = (y_test == cfg.class_a) | (y_test == cfg.class_b)
-        out["healed_test"] = 100.0 * (clean[ab] == y_test[ab]).float().mean().item()
-        out["utility"] = 100.0 * (clean[~ab] == y_test[~ab]).float().mean().item()
-    else:
-        out["healed_test"] = test_acc
-        out["utility"] = test_acc
+
+    def predict_test(triggered: torch.Tensor | None) -> torch.Tensor:
+        return predict(model, d.x_test, mode=mode, device=device, task=task, triggered=triggered)
+
+    out.update(get_corruption(task.kind).test_metrics(cfg, y_test, clean, test_acc, predict_test))
     out["uxh"] = out["healed"] * out["utility"] / 100.0
     if forget_idx is not None and len(forget_idx):
         out["forget_acc"] = accuracy(model, task, forget_idx, task.y_train.cpu(), mode=mode, device=device)

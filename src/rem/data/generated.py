@@ -9,11 +9,13 @@ import torch.nn.functional as F
 
 from rem.data.container import ImageData
 from rem.errors import ConfigError
+from rem.seeding import seeded_generator
 
 
 def _derived_generator(seed: int, salt: int) -> torch.Generator:
     digest = hashlib.sha256(f"rem-data:{seed}:{salt}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    # its own derivation of the seed (not rem.seeding's text keys): generated data sets stay what they were
+    return seeded_generator(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
 def _balanced_labels(n: int, num_classes: int, gen: torch.Generator) -> torch.Tensor:

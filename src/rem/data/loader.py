@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from rem.data.tasks import PAD_MODES, Task, Trigger
+from rem.seeding import seeded_generator
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -74,7 +75,7 @@ class Batches:
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.trigger = trigger
         self.triggered = None if triggered is None else triggered.to(dev)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = seeded_generator(seed)
         self.drop_last, self.channels_last = drop_last, channels_last
         self.norm = Normalizer(dev)
         self.pad = max(1, images.shape[-1] // 8)  # 4 at 32×32 (SPEC §6), scaled for downsampled images

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from rem.data.container import ImageData
 from rem.errors import ConfigError
+from rem.seeding import seeded_generator
 
 
 def balanced_subset_indices(labels: torch.Tensor, n: int, num_classes: int, seed: int = 0) -> torch.Tensor:
@@ -20,7 +21,7 @@ def balanced_subset_indices(labels: torch.Tensor, n: int, num_classes: int, seed
     total = labels.shape[0]
     if n < 0 or n > total:
         raise ConfigError(f"cannot take a subset of {n} from {total} samples")
-    gen = torch.Generator().manual_seed(seed)
+    gen = seeded_generator(seed)
     counts = torch.bincount(labels, minlength=num_classes).tolist()
     tie = torch.randperm(num_classes, generator=gen).tolist()  # who gets the remainder
     order = sorted(range(num_classes), key=lambda c: (counts[c], tie.index(c)))
