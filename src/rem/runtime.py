@@ -41,8 +41,6 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
 
 
 def _rss_bytes() -> int:

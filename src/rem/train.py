@@ -12,7 +12,6 @@ then linear decay towards 0 at a horizon of 1.25 × steps. ViT: Adam, constant l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -145,7 +144,3 @@ def pretrain(task: Task, arch_spec: dict, ptype: str, recipe: Recipe, *, device:
     model = model.to(memory_format=torch.channels_last)  # faster on CUDA and on CPU (measured ~12 %)
     return fit(model, task, None, recipe, mode=train_mode(ptype), device=dev, seed=seed,
                progress=progress, desc=f"pretrain {ptype}", on_step=on_step)
-
-
-def epochs_to_steps(epochs: float, n: int, batch_size: int) -> int:
-    return max(1, math.ceil(epochs * n / batch_size))

@@ -9,6 +9,33 @@ from rem.bench.cell import StartSpec, ensure_start, run_cell
 from rem.bench.executors.plan import Plan
 
 
+def _pretrain_claimed(plan: Plan, spec: StartSpec, broken: dict[str, str]) -> str:
+    """Claim ``spec``'s starting model and make sure it exists: "ready", "elsewhere" (another runner holds
+    it) or "broken" (its pretraining failed; the traceback goes to ``broken``)."""
+    from rem.progress import StepBar, chain
+
+    store, bar, sink = plan.sink.store, plan.sink.bar, plan.sink
+    if not store.claim(f"start:{spec.key}"):
+        return "elsewhere"
+    weight = 0.0 if spec.path(plan.run_dir).is_file() or bar is None else bar.start_weight
+    if bar is not None:
+        bar.describe(f"pretrain {spec.label()}")
+    try:
+        with StepBar(f"pretrain {spec.label()}", sink.progress, position=1) as inner:
+            ensure_start(spec, plan.run_dir, device=plan.device, data_dir=plan.data_dir, store=store,
+                         on_step=chain(inner, bar.steps(weight) if bar is not None else None))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:
+        broken[spec.key] = traceback.format_exc()
+        return "broken"
+    finally:
+        store.release(f"start:{spec.key}")
+        if bar is not None:
+            bar.finish(weight, cell=False)
+    return "ready"
+
+
 def run_local(plan: Plan, *, poll_s: float = 2.0) -> None:
     """Cells one by one, each claimed in the store first; cells and starting models that another live
     ``rem bench`` holds are left to it (a starting model it is pretraining is waited for)."""
@@ -34,26 +61,13 @@ def run_local(plan: Plan, *, poll_s: float = 2.0) -> None:
                 sink.fail(cell, broken[spec.key])
                 continue
             if spec.key not in ready:
-                if not store.claim(f"start:{spec.key}"):
+                status = _pretrain_claimed(plan, spec, broken)
+                if status == "elsewhere":
                     continue  # another runner is pretraining it: come back to it later
-                weight = 0.0 if spec.path(run_dir).is_file() or bar is None else bar.start_weight
-                if bar is not None:
-                    bar.describe(f"pretrain {spec.label()}")
-                try:
-                    with StepBar(f"pretrain {spec.label()}", sink.progress, position=1) as inner:
-                        ensure_start(spec, run_dir, device=device, data_dir=data_dir, store=store,
-                                     on_step=chain(inner, bar.steps(weight) if bar is not None else None))
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception:
-                    broken[spec.key] = traceback.format_exc()
+                if status == "broken":
                     pending.remove(cell)
                     sink.fail(cell, broken[spec.key])
                     continue
-                finally:
-                    store.release(f"start:{spec.key}")
-                    if bar is not None:
-                        bar.finish(weight, cell=False)
                 ready.add(spec.key)
             if not store.claim(cell.key):
                 continue  # taken by another runner in the meantime: counted on the next pass

@@ -30,6 +30,19 @@ def _ray_cell(cell: Cell, start: bytes, device, data_dir, threads):
     return run_cell(cell, None, device=device, data_dir=data_dir, start=start)
 
 
+def _gpus(ray, device, gpus_per_cell):
+    """(device, GPUs per cell): a GPU per cell for CUDA, or on "auto" if the cluster has GPUs; without a
+    reserved GPU, "auto" means the CPU (never a GPU that another task holds)."""
+    if gpus_per_cell is None:
+        wants = str(device).startswith("cuda") or (
+            device in (None, "auto") and ray.cluster_resources().get("GPU", 0) > 0
+        )
+        gpus_per_cell = 1 if wants else 0
+    if not gpus_per_cell and device in (None, "auto"):
+        device = "cpu"
+    return device, gpus_per_cell
+
+
 def run_ray(plan: Plan, *, ray_address: str | None = None, cpus_per_cell: float = 1,
             gpus_per_cell: float | None = None) -> None:
     todo, run_dir, sink, device, data_dir = plan.todo, plan.run_dir, plan.sink, plan.device, plan.data_dir
@@ -39,13 +52,7 @@ def run_ray(plan: Plan, *, ray_address: str | None = None, cpus_per_cell: float 
         address = ray_address or os.environ.get("RAY_ADDRESS") or None
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
-        if gpus_per_cell is None:  # a GPU per cell for CUDA, or on "auto" if the cluster has GPUs
-            wants = str(device).startswith("cuda") or (
-                device in (None, "auto") and ray.cluster_resources().get("GPU", 0) > 0
-            )
-            gpus_per_cell = 1 if wants else 0
-        if not gpus_per_cell and device in (None, "auto"):
-            device = "cpu"  # no GPU reserved: never use one that another task holds
+        device, gpus_per_cell = _gpus(ray, device, gpus_per_cell)
         opts = {"num_cpus": cpus_per_cell, "num_gpus": gpus_per_cell, "max_retries": 0}
         pre_task = ray.remote(_ray_pretrain).options(**opts)
         cell_task = ray.remote(_ray_cell).options(**opts)
