@@ -36,7 +36,7 @@ def test_cell_and_start_keys_are_pinned(kw, method, key, start):
 def test_method_settings_from_profile_seed_and_sets():
     p = get_profile("smoke")
     s = method_settings("rem", p, 3, {"*": {"beta": 0.5, "alpha": 9}, "rem": {"p": 0.3}},
-                        shortcut_settings(expand_ratio=1, soft_mask=False))
+                        shortcut_settings(expand_ratio=1))
     assert s == {"steps": p.unlearn.steps, "lr": p.unlearn.lr, "batch_size": p.unlearn.batch_size,
                  "optimizer": p.unlearn.optimizer, "weight_decay": p.unlearn.weight_decay,
                  "momentum": p.unlearn.momentum, "seed": 3, "expand_ratio": 1.0, "beta": 0.5, "p": 0.3}

@@ -216,7 +216,7 @@ def cmd_unlearn(args) -> int:
     profile, task = _task_from(meta, args.data_dir, not args.no_download)
     forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_index_file(args.forget_file)
     forget_idx = task.check_forget_idx(forget_idx, within_corrupt=args.within_corrupt)
-    shortcuts = shortcut_settings(expand_ratio=args.expand_ratio, soft_mask=args.soft_mask)
+    shortcuts = shortcut_settings(expand_ratio=args.expand_ratio)
     cell = unlearn_cell(meta, profile, task, args.method, args.rate, {args.method: _parse_set(args.set, args.method)},
                         shortcuts, args.steps)
     get_method(cell.method, **cell.overrides)  # validate the config before any work
@@ -321,7 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expand-ratio", type=float, default=None,
                    help="REM: extra capacity as a ratio r=|θ_o2|/|θ_o1| of each block's width, in (0, 8] "
                         "(default 1, the paper's)")
-    p.add_argument("--soft-mask", action="store_true", help="REM: soft per-sample masks in [0, 1] instead of 0/1")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other method setting, parsed by its type, e.g. --set beta=0.5 --set remove_term=false "
                         "(repeatable; `rem methods` lists the methods)")

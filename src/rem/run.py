@@ -9,9 +9,9 @@ functions, so the same cell is the same computation and the same record whicheve
   the :class:`~rem.methods.Unlearned` result and the cell's record (SPEC §2 metrics, full resolved config,
   split hash, wall time, peak memory, environment, history).
 
-``--expand-ratio`` (``rem unlearn``, ``rem bench``, a grid file's ``expand_ratio``), ``--soft-mask``
-(``rem unlearn``) and the report's ``--expand-ratio`` filter are shortcuts of a ``--set`` for the methods
-that have the setting (REM and its variants); :func:`shortcut_settings` is where they turn into one.
+``--expand-ratio`` (``rem unlearn``, ``rem bench``, a grid file's ``expand_ratio``) and the report's
+``--expand-ratio`` filter are shortcuts of ``--set expand_ratio=R`` for the methods that have the setting
+(REM and its variants); :func:`shortcut_settings` is where they turn into one.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from rem.data.tasks import REGULARITY, Task
 from rem.profiles import Profile
 
 #: Options kept as documented shortcuts of ``--set KEY=VALUE`` for every method that has the setting.
-SHORTCUTS = ("expand_ratio", "soft_mask")
+SHORTCUTS = ("expand_ratio",)
 
 
 def shortcut_settings(**values) -> dict:
-    """The shortcut options given (``None`` / ``False`` = not given) as settings: ``{"expand_ratio": 0.25}``."""
+    """The shortcut options given (``None`` = not given) as settings: ``{"expand_ratio": 0.25}``."""
     unknown = sorted(set(values) - set(SHORTCUTS))
     if unknown:
         raise TypeError(f"not a shortcut: {unknown}")
-    out = {k: v for k, v in values.items() if v is not None and v is not False}
+    out = {k: v for k, v in values.items() if v is not None}
     if "expand_ratio" in out:
         out["expand_ratio"] = float(out["expand_ratio"])
     return out
