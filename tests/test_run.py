@@ -8,6 +8,7 @@ import torch
 
 from rem.bench import Grid, ResultStore
 from rem.cli import main
+from rem.methods import REGISTRY, get_method, method_names, settings_help
 from rem.profiles import get_profile
 from rem.run import method_settings, shortcut_settings
 
@@ -60,3 +61,23 @@ def test_unlearn_and_bench_write_the_same_record(tmp_path):
               "n_forget", "n_corrupt", "params", "rate", "seed", "task", "pretrain_type"):
         assert unl[k] == bench[k], k
     assert unl["method_config"]["momentum"] == get_profile("smoke").unlearn.momentum and "before" in unl
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_setting_has_help_and_methods_settings_prints_it(name, capsys):
+    cls = REGISTRY[name]
+    rows = settings_help(cls.config_cls)
+    assert rows and all(text for _, _, _, text in rows), [n for n, _, _, t in rows if not t]
+    assert main(["methods", "--settings", name]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n, *_ in rows)
+    assert cls.label(get_method(name).config.as_dict()) == name  # defaults: the plain name
+
+
+def test_rem_labels_its_own_variants():
+    from rem.methods import method_label
+
+    assert method_label({"method": "rem", "method_config": {"expand_ratio": 0.25, "soft_mask": True}}) == \
+        "rem (r=0.25, soft mask)"
+    assert method_label({"method": "gone", "method_config": {"expand_ratio": 0.5}}) == "gone"
+    assert method_names()[:3] == ["none", "rem", "rem-ideal"]
