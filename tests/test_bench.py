@@ -399,6 +399,7 @@ def test_claimed_cells_are_left_to_their_live_runner(tmp_path, one_thread):
     assert summary.done == 1 and summary.skipped == 1 and summary.complete
 
 
+@pytest.mark.slow
 def test_two_runners_on_one_run_folder_share_the_cells(tmp_path):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "rem", "bench", "--profile", "smoke", "--run-dir", str(run_dir),
@@ -435,6 +436,7 @@ def test_damaged_cached_start_model_is_pretrained_again_and_said(tmp_path, capfd
 # --- distributed executors ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local(tmp_path, local_run):
     ray = pytest.importorskip("ray")
     local_dir, _ = local_run
@@ -448,6 +450,7 @@ def test_ray_executor_matches_local(tmp_path, local_run):
     assert _metrics(tmp_path) == _metrics(local_dir)
 
 
+@pytest.mark.slow
 def test_slurm_executor_local_matches_local(tmp_path, local_run):
     pytest.importorskip("submitit")
     local_dir, _ = local_run

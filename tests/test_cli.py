@@ -64,6 +64,7 @@ def test_methods_lists_registry(capsys):
     assert "rem " in out and "npo" in out
 
 
+@pytest.mark.slow
 def test_demo_on_smoke_profile(tmp_path, capsys):
     assert main(["demo", "--profile", "smoke", "--run-dir", str(tmp_path / "d"), "--quiet"]) == 0
     out = capsys.readouterr().out

@@ -25,6 +25,7 @@ def smoke():
     return p, task, model
 
 
+@pytest.mark.slow
 def test_backdoor_is_learned_then_healed_by_rem(smoke):
     p, task, model = smoke
     fi = task.forget_idx(0.5)
@@ -70,6 +71,7 @@ def test_forget_set_shares_one_mask_others_their_own(smoke, monkeypatch):
     assert not all(torch.equal(r, rows[0]) for r in rows)  # other samples: their own, varying masks
 
 
+@pytest.mark.slow
 def test_proxy_never_reads_test_data_or_true_labels(smoke):
     p, task, model = smoke
     fi = task.forget_idx(0.5)
@@ -94,6 +96,7 @@ def test_proxy_never_reads_test_data_or_true_labels(smoke):
         assert torch.equal(pa, pb)
 
 
+@pytest.mark.slow
 def test_seeded_run_is_repeatable_and_input_untouched(smoke):
     p, task, model = smoke
     state = {k: v.clone() for k, v in model.state_dict().items()}
