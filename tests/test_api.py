@@ -34,12 +34,14 @@ def test_task_of_rebuilds_the_checkpoints_task(checkpoint):
 
 def test_mismatched_model_and_task_are_refused_or_warned(checkpoint):
     model, meta = rem.load_checkpoint(checkpoint)
-    big = rem.make_task(rem.make_generated(n_train=200, n_test=50, size=32),
-                        rem.TaskConfig(kind="poison", n_corrupt=10))
+    big = rem.make_task(
+        rem.make_generated(n_train=200, n_test=50, size=32), rem.TaskConfig(kind="poison", n_corrupt=10)
+    )
     with pytest.raises(ConfigError, match="px"):  # trained on 16px images, the task has 32px ones
         rem.unlearn(model, big, big.forget_idx(0.5), method="none", device="cpu")
-    few = rem.make_task(rem.make_generated(n_train=200, n_test=50, size=16, num_classes=5),
-                        rem.TaskConfig(kind="random", n_corrupt=10))
+    few = rem.make_task(
+        rem.make_generated(n_train=200, n_test=50, size=16, num_classes=5), rem.TaskConfig(kind="random", n_corrupt=10)
+    )
     with pytest.raises(ConfigError, match="classes"):
         rem.check_match(model, few)
     other = rem.make_task(rem.task_of(meta).data, rem.TaskConfig(kind="random", n_corrupt=50))

@@ -152,8 +152,17 @@ def test_retrain_needs_the_recipe_and_reinitialises(task, forget_idx, start_mode
 
 def test_layer_groups():
     r = resnet9(10, width=0.125)
-    assert [g[0] for g in layer_groups(r)] == ["conv1", "conv2", "res1a", "res1b", "conv3", "res2a", "res2b",
-                                               "conv4", "fc"]
+    assert [g[0] for g in layer_groups(r)] == [
+        "conv1",
+        "conv2",
+        "res1a",
+        "res1b",
+        "conv3",
+        "res2a",
+        "res2b",
+        "conv4",
+        "fc",
+    ]
     assert last_layers(r, 2) == ["conv4", "fc"]
     assert last_layers(r, 4) == ["res2a", "res2b", "conv4", "fc"]
     v = vit(num_classes=5, dim=16, depth=3, heads=2, head_dim=8, mlp=16)
@@ -227,8 +236,9 @@ def test_badt_random_teacher_only_for_forget_samples():
     assert torch.equal(torch.cat(good.keys), torch.tensor([4, 9, 15]))
     assert torch.allclose(out[in_forget], torch.softmax(bad.logits, 0).expand(2, -1))
     assert torch.allclose(out[~in_forget], torch.softmax(good.logits, 0).expand(3, -1))
-    only_retain = distill.teacher_targets(torch.zeros(2, 3, 4, 4), idx[:2], torch.zeros(2, dtype=torch.bool),
-                                          good, bad, "mask", 1.0)
+    only_retain = distill.teacher_targets(
+        torch.zeros(2, 3, 4, 4), idx[:2], torch.zeros(2, dtype=torch.bool), good, bad, "mask", 1.0
+    )
     assert torch.allclose(only_retain, torch.softmax(good.logits, 0).expand(2, -1))
     assert len(bad.keys) == 1  # not called for a batch without forget samples
 
@@ -302,8 +312,9 @@ def test_masked_optimizer_leaves_unmasked_entries_exactly(kind):
     lin = torch.nn.Linear(6, 4)
     masks = {n: torch.rand_like(p) < 0.5 for n, p in lin.named_parameters()}
     w0 = _state(lin)
-    opt = MaskedOptimizer([(p, masks[n]) for n, p in lin.named_parameters()], kind, lr=0.1, momentum=0.9,
-                          weight_decay=0.1)
+    opt = MaskedOptimizer(
+        [(p, masks[n]) for n, p in lin.named_parameters()], kind, lr=0.1, momentum=0.9, weight_decay=0.1
+    )
     for _ in range(5):
         opt.zero_grad()
         lin(torch.randn(8, 6)).pow(2).sum().backward()

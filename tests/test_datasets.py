@@ -14,6 +14,7 @@ import torch
 
 from rem.data import (
     ImageData,
+    cifar10,
     downsample,
     load_cifar10,
     load_dataset,
@@ -22,8 +23,8 @@ from rem.data import (
     md5sum,
     resolve_data_dir,
     subsample,
+    svhn,
 )
-from rem.data import cifar10, svhn
 from rem.data import datasets as ds
 from rem.errors import ConfigError, DataError
 
@@ -187,9 +188,7 @@ def test_cifar_md5_mismatch_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert "data_batch_3" in msg and expected in msg and md5sum(folder / "data_batch_3") in msg
 
 
-def test_cifar_changed_file_after_cached_load_is_rejected(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_cifar_changed_file_after_cached_load_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     folder = tmp_path / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(folder)
     _patch_cifar_md5(monkeypatch, folder)
@@ -241,9 +240,7 @@ def test_cifar_download_and_extract(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
-def test_cifar_download_with_wrong_md5_leaves_nothing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_cifar_download_with_wrong_md5_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     src = tmp_path / "src" / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(src)
     archive = tmp_path / "served" / "cifar-10-python.tar.gz"
@@ -346,9 +343,7 @@ def test_downsample_shape_dtype_mean() -> None:
     assert abs(s.x_train.float().mean().item() - d.x_train.float().mean().item()) < 0.5
     # exact 2x2 average on a known image
     x = torch.tensor([[0, 2], [4, 6]], dtype=torch.uint8).repeat(1, 3, 2, 2)
-    tiny = ImageData(
-        "t", x, torch.zeros(1, dtype=torch.int64), x, torch.zeros(1, dtype=torch.int64), 1, ("a",)
-    )
+    tiny = ImageData("t", x, torch.zeros(1, dtype=torch.int64), x, torch.zeros(1, dtype=torch.int64), 1, ("a",))
     assert torch.all(downsample(tiny, 2).x_train == 3)
     with pytest.raises(ConfigError):
         downsample(d, 64)

@@ -31,8 +31,9 @@ def test_backdoor_is_learned_then_healed_by_rem(smoke):
     fi = task.forget_idx(0.5)
     before = evaluate(model, task, fi)
     assert before["corrupt_acc"] >= 80 and before["healed"] <= 40, before  # the backdoor is really there
-    healed, healed_history = rem.unlearn(model, task, fi, "rem", device="cpu", steps=p.unlearn.steps,
-                         batch_size=p.unlearn.batch_size, lr=p.unlearn.lr)
+    healed, healed_history = rem.unlearn(
+        model, task, fi, "rem", device="cpu", steps=p.unlearn.steps, batch_size=p.unlearn.batch_size, lr=p.unlearn.lr
+    )
     after = evaluate(healed, task, fi)
     assert after["healed"] >= before["healed"] + 40, (before, after)
     assert after["healed"] >= after["test_acc"] - 15, after  # near the clean accuracy
@@ -112,8 +113,9 @@ def test_seeded_run_is_repeatable_and_input_untouched(smoke):
 @pytest.mark.parametrize("ratio", [1 / 16, 0.25, 1.0])
 def test_any_ratio_returns_original_size(smoke, ratio):
     p, task, model = smoke
-    h, h_history = get_method("rem", steps=4, batch_size=128, expand_ratio=ratio).unlearn(model, task,
-                                                                                task.forget_idx(0.3), Context())
+    h, h_history = get_method("rem", steps=4, batch_size=128, expand_ratio=ratio).unlearn(
+        model, task, task.forget_idx(0.3), Context()
+    )
     assert param_count(h) == param_count(model) and h.spec() == model.spec()
 
 
@@ -211,8 +213,9 @@ def test_history_tracks_both_paths_per_round(smoke):
     for r in rounds:
         assert {"track_healed", "track_utility", "track_acc_drop_f", "track_acc_mask_f"} <= set(r)
         assert 0 <= r["track_healed"] <= 100 and 0 <= r["track_acc_mask_f"] <= 100
-    off, off_history = get_method("rem", steps=8, batch_size=128, track=False).unlearn(model, task, task.forget_idx(0.5),
-                                                                         Context())
+    off, off_history = get_method("rem", steps=8, batch_size=128, track=False).unlearn(
+        model, task, task.forget_idx(0.5), Context()
+    )
     assert not any(k.startswith("track_") for r in off_history for k in r)
 
 

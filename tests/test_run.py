@@ -22,8 +22,12 @@ PINNED = [
     ({"profile": "smoke"}, "scrub", "185441750f4ea95f05f7", "397d9eebe6d0d0ff56bb"),
     ({"profile": "cpu"}, "rem", "eae9224459376766f4a8", "da8f7d367f2618815caf"),
     ({"profile": "cpu"}, "npo", "5e0d5c869ad8f292126b", "da8f7d367f2618815caf"),
-    ({"profile": "cpu", "tasks": ("interclass",), "expand_ratio": 0.25, "settings": {"rem": {"soft_mask": True}}},
-     "rem", "7e4dfb27dd7d7d32c25e", "5dd07e0d348bbf9e94b2"),
+    (
+        {"profile": "cpu", "tasks": ("interclass",), "expand_ratio": 0.25, "settings": {"rem": {"soft_mask": True}}},
+        "rem",
+        "7e4dfb27dd7d7d32c25e",
+        "5dd07e0d348bbf9e94b2",
+    ),
 ]
 
 
@@ -36,11 +40,21 @@ def test_cell_and_start_keys_are_pinned(kw, method, key, start):
 
 def test_method_settings_from_profile_seed_and_sets():
     p = get_profile("smoke")
-    s = method_settings("rem", p, 3, {"*": {"beta": 0.5, "alpha": 9}, "rem": {"p": 0.3}},
-                        shortcut_settings(expand_ratio=1))
-    assert s == {"steps": p.unlearn.steps, "lr": p.unlearn.lr, "batch_size": p.unlearn.batch_size,
-                 "optimizer": p.unlearn.optimizer, "weight_decay": p.unlearn.weight_decay,
-                 "momentum": p.unlearn.momentum, "seed": 3, "expand_ratio": 1.0, "beta": 0.5, "p": 0.3}
+    s = method_settings(
+        "rem", p, 3, {"*": {"beta": 0.5, "alpha": 9}, "rem": {"p": 0.3}}, shortcut_settings(expand_ratio=1)
+    )
+    assert s == {
+        "steps": p.unlearn.steps,
+        "lr": p.unlearn.lr,
+        "batch_size": p.unlearn.batch_size,
+        "optimizer": p.unlearn.optimizer,
+        "weight_decay": p.unlearn.weight_decay,
+        "momentum": p.unlearn.momentum,
+        "seed": 3,
+        "expand_ratio": 1.0,
+        "beta": 0.5,
+        "p": 0.3,
+    }
     assert "expand_ratio" not in method_settings("none", p, 0, None, {"expand_ratio": 0.5})
 
 
@@ -48,17 +62,74 @@ def test_method_settings_from_profile_seed_and_sets():
 def test_unlearn_and_bench_write_the_same_record(tmp_path):
     torch.set_num_threads(1)
     run = tmp_path / "run"
-    assert main(["bench", "--profile", "smoke", "--methods", "rem", "--tasks", "poison", "--rates", "0.5",
-                 "--pretrain-steps", "20", "--steps", "4", "--set", "rem.max_epochs=2", "--run-dir", str(run),
-                 "--no-report", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--profile",
+                "smoke",
+                "--methods",
+                "rem",
+                "--tasks",
+                "poison",
+                "--rates",
+                "0.5",
+                "--pretrain-steps",
+                "20",
+                "--steps",
+                "4",
+                "--set",
+                "rem.max_epochs=2",
+                "--run-dir",
+                str(run),
+                "--no-report",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     with ResultStore.in_run_dir(run, create=False) as store:
         (bench,) = store.records("done")
     (ckpt,) = (run / "models").glob("*.safetensors")
-    assert main(["unlearn", "--checkpoint", str(ckpt), "--method", "rem", "--rate", "0.5", "--steps", "4",
-                 "--set", "max_epochs=2", "--out", str(tmp_path / "u"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "unlearn",
+                "--checkpoint",
+                str(ckpt),
+                "--method",
+                "rem",
+                "--rate",
+                "0.5",
+                "--steps",
+                "4",
+                "--set",
+                "max_epochs=2",
+                "--out",
+                str(tmp_path / "u"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     unl = json.loads((tmp_path / "u" / "metrics.json").read_text())
-    for k in ("key", "config", "method_config", "metrics", "history", "split_hash", "start_key", "start_metrics",
-              "n_forget", "n_corrupt", "params", "rate", "seed", "task", "pretrain_type"):
+    for k in (
+        "key",
+        "config",
+        "method_config",
+        "metrics",
+        "history",
+        "split_hash",
+        "start_key",
+        "start_metrics",
+        "n_forget",
+        "n_corrupt",
+        "params",
+        "rate",
+        "seed",
+        "task",
+        "pretrain_type",
+    ):
         assert unl[k] == bench[k], k
     assert unl["method_config"]["momentum"] == get_profile("smoke").unlearn.momentum and "before" in unl
 
@@ -77,7 +148,9 @@ def test_every_setting_has_help_and_methods_settings_prints_it(name, capsys):
 def test_rem_labels_its_own_variants():
     from rem.methods import method_label
 
-    assert method_label({"method": "rem", "method_config": {"expand_ratio": 0.25, "soft_mask": True}}) == \
-        "rem (r=0.25, soft mask)"
+    assert (
+        method_label({"method": "rem", "method_config": {"expand_ratio": 0.25, "soft_mask": True}})
+        == "rem (r=0.25, soft mask)"
+    )
     assert method_label({"method": "gone", "method_config": {"expand_ratio": 0.5}}) == "gone"
     assert method_names()[:3] == ["none", "rem", "rem-ideal"]

@@ -21,6 +21,28 @@ from rem.metrics import evaluate  # noqa: E402
 from rem.models import build_model, expand, resnet9, shrink  # noqa: E402
 from rem.train import Recipe, pretrain  # noqa: E402
 
-__all__ = ["METHODS", "ImageData", "Recipe", "Task", "TaskConfig", "Trigger", "Unlearned", "build_model", "check_match",
-           "evaluate", "expand", "get_method", "load_checkpoint", "load_dataset", "make_generated", "make_task", "pretrain",
-           "resnet9", "save_checkpoint", "shrink", "task_of", "unlearn", "__version__"]
+__all__ = [
+    "METHODS",
+    "ImageData",
+    "Recipe",
+    "Task",
+    "TaskConfig",
+    "Trigger",
+    "Unlearned",
+    "build_model",
+    "check_match",
+    "evaluate",
+    "expand",
+    "get_method",
+    "load_checkpoint",
+    "load_dataset",
+    "make_generated",
+    "make_task",
+    "pretrain",
+    "resnet9",
+    "save_checkpoint",
+    "shrink",
+    "task_of",
+    "unlearn",
+    "__version__",
+]

@@ -24,9 +24,18 @@ from rem.runtime import autocast
 
 
 @torch.no_grad()
-def predict(model: CapacityNet, images: torch.Tensor, idx: torch.Tensor | None = None, *, mode: str = "drop",
-            triggered: torch.Tensor | None = None, task: Task | None = None, keys_fn=None,
-            batch_size: int = 1000, device: torch.device | str = "cpu") -> torch.Tensor:
+def predict(
+    model: CapacityNet,
+    images: torch.Tensor,
+    idx: torch.Tensor | None = None,
+    *,
+    mode: str = "drop",
+    triggered: torch.Tensor | None = None,
+    task: Task | None = None,
+    keys_fn=None,
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Predicted classes for ``images[idx]`` (no augmentation), optionally with the task's trigger."""
     dev = torch.device(device)
     was_training = model.training
@@ -35,8 +44,9 @@ def predict(model: CapacityNet, images: torch.Tensor, idx: torch.Tensor | None =
     labels = torch.zeros(len(images), dtype=torch.int64, device=dev)
     trig = task.trigger if (task is not None and triggered is not None) else None
     preds = []
-    for x, _, bidx in Batches(images, labels, idx, batch_size=batch_size, trigger=trig, triggered=triggered,
-                              channels_last=True):
+    for x, _, bidx in Batches(
+        images, labels, idx, batch_size=batch_size, trigger=trig, triggered=triggered, channels_last=True
+    ):
         with autocast(dev):
             keys = keys_fn(bidx) if keys_fn is not None else None
             preds.append(model(x, mode=mode, keys=keys).argmax(1))
@@ -44,18 +54,33 @@ def predict(model: CapacityNet, images: torch.Tensor, idx: torch.Tensor | None =
     return torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
 
 
-def accuracy(model: CapacityNet, task: Task, idx: torch.Tensor, labels: torch.Tensor, *, mode: str = "drop",
-             device="cpu", keys_fn=None) -> float:
+def accuracy(
+    model: CapacityNet,
+    task: Task,
+    idx: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mode: str = "drop",
+    device="cpu",
+    keys_fn=None,
+) -> float:
     """Top-1 accuracy (%) on D_tr[idx] as trained (triggers stamped) against ``labels[idx]``."""
     if len(idx) == 0:
         return float("nan")
-    p = predict(model, task.data.x_train, idx, mode=mode, triggered=task.triggered, task=task,
-                device=device, keys_fn=keys_fn)
+    p = predict(
+        model, task.data.x_train, idx, mode=mode, triggered=task.triggered, task=task, device=device, keys_fn=keys_fn
+    )
     return 100.0 * (p == labels[idx.cpu()]).float().mean().item()
 
 
-def evaluate(model: CapacityNet, task: Task, forget_idx: torch.Tensor | None = None, *,
-             device: torch.device | str = "cpu", mode: str = "drop") -> dict:
+def evaluate(
+    model: CapacityNet,
+    task: Task,
+    forget_idx: torch.Tensor | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    mode: str = "drop",
+) -> dict:
     """All SPEC §2 metrics of ``model`` on ``task`` (``forget_idx`` = D_f, for ``forget_acc``)."""
     d, cfg = task.data, task.config
     y_test = d.y_test.cpu()

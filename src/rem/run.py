@@ -48,24 +48,42 @@ def config_fields(method: str) -> set[str]:
     return {f.name for f in dataclasses.fields(REGISTRY[method].config_cls)}
 
 
-def method_settings(method: str, profile: Profile, seed: int, sets: dict | None = None,
-                    shortcuts: dict | None = None) -> dict:
+def method_settings(
+    method: str, profile: Profile, seed: int, sets: dict | None = None, shortcuts: dict | None = None
+) -> dict:
     """The settings ``method`` runs with: the profile's unlearning recipe (steps, lr, batch size, optimiser,
     weight decay, momentum) and ``seed``, then ``shortcuts`` and ``sets["*"]`` — each only where the method
     has the setting — then ``sets[method]`` (which must exist: :func:`rem.get_method` checks)."""
     sets = sets or {}
     fields = config_fields(method)
     u = profile.unlearn
-    base = {"steps": u.steps, "lr": u.lr, "batch_size": u.batch_size, "optimizer": u.optimizer,
-            "weight_decay": u.weight_decay, "momentum": u.momentum, "seed": seed,
-            **(shortcuts or {}), **sets.get("*", {})}
+    base = {
+        "steps": u.steps,
+        "lr": u.lr,
+        "batch_size": u.batch_size,
+        "optimizer": u.optimizer,
+        "weight_decay": u.weight_decay,
+        "momentum": u.momentum,
+        "seed": seed,
+        **(shortcuts or {}),
+        **sets.get("*", {}),
+    }
     out = {k: v for k, v in base.items() if k in fields}
     out.update(sets.get(method, {}))
     return out
 
 
-def unlearn_and_record(cell, model, task: Task, forget_idx: torch.Tensor, *, start_meta: dict,
-                       device: torch.device, progress: bool = False, on_step=None):
+def unlearn_and_record(
+    cell,
+    model,
+    task: Task,
+    forget_idx: torch.Tensor,
+    *,
+    start_meta: dict,
+    device: torch.device,
+    progress: bool = False,
+    on_step=None,
+):
     """Run ``cell``'s method (:class:`~rem.bench.grid.Cell`) on ``model``; returns (Unlearned, record).
 
     ``start_meta`` is the starting checkpoint's metadata (its metrics go into the record). The record holds
@@ -77,8 +95,13 @@ def unlearn_and_record(cell, model, task: Task, forget_idx: torch.Tensor, *, sta
     from rem.runtime import environment, measure
 
     method = get_method(cell.method, **cell.overrides)
-    ctx = Context(device=device, pretrain_type=cell.pretrain_type, pretrain_recipe=cell.profile.pretrain,
-                  progress=progress, on_step=on_step)
+    ctx = Context(
+        device=device,
+        pretrain_type=cell.pretrain_type,
+        pretrain_recipe=cell.profile.pretrain,
+        progress=progress,
+        on_step=on_step,
+    )
     with measure(device) as m:
         result = method.unlearn(model, task, forget_idx, ctx)
     metrics = evaluate(result.model, task, forget_idx, device=device)

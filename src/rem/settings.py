@@ -59,8 +59,7 @@ def type_name(tp) -> str:
 
 
 def _union(value, args):
-    if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower()
-                                                   in ("none", "null"))):
+    if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
         return None
     for a in args:
         if a is type(None):

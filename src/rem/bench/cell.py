@@ -80,8 +80,7 @@ def _data(profile: Profile, data_dir):
 
     p = profile.as_dict()
     key = json.dumps(
-        {k: p[k] for k in ("dataset", "n_train", "n_test", "image_size", "generated_kw")}
-        | {"data_dir": str(data_dir)},
+        {k: p[k] for k in ("dataset", "n_train", "n_test", "image_size", "generated_kw")} | {"data_dir": str(data_dir)},
         sort_keys=True,
         default=str,
     )
@@ -254,8 +253,9 @@ def run_cell(
             f"starting model {spec.filename()} was trained on another split "
             f"({meta.get('split_hash')} vs {task.split_hash()}): has the data changed?"
         )
-    _, record = unlearn_and_record(cell, model, task, task.forget_idx(cell.rate), start_meta=meta, device=dev,
-                                   progress=progress, on_step=on_step)
+    _, record = unlearn_and_record(
+        cell, model, task, task.forget_idx(cell.rate), start_meta=meta, device=dev, progress=progress, on_step=on_step
+    )
     return record
 
 

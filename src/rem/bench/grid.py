@@ -128,8 +128,7 @@ def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str
     for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
         p.pop(k, None)
     tc = profile.task_config(task, seed).as_dict()
-    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed,
-                  "model_layout": MODEL_LAYOUT})
+    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed, "model_layout": MODEL_LAYOUT})
 
 
 @dataclass(frozen=True)
@@ -173,9 +172,7 @@ class Grid:
         bad = [r for r in self.rates or () if not 0 < r <= 1]
         if bad:
             raise ConfigError(f"discovery rates must be in (0, 1], got {bad}")
-        if not isinstance(self.settings, dict) or any(
-            not isinstance(v, dict) for v in self.settings.values()
-        ):
+        if not isinstance(self.settings, dict) or any(not isinstance(v, dict) for v in self.settings.values()):
             raise ConfigError("settings must map a method name (or '*') to a table of settings")
 
     # --- construction -------------------------------------------------------------------------
@@ -263,9 +260,7 @@ class Grid:
             raise ConfigError("no method left to run")
         bad = sorted(set(self.settings) - set(REGISTRY) - {"*"})
         if bad:
-            raise ConfigError(
-                f"settings for unknown method(s) {bad}; registered: {', '.join(method_names())}"
-            )
+            raise ConfigError(f"settings for unknown method(s) {bad}; registered: {', '.join(method_names())}")
         has = set().union(*(config_fields(m) for m in names))
         orphans = sorted(set(self.settings.get("*", {})) - has)
         if orphans:  # a setting no method of the grid has would be dropped silently
@@ -295,11 +290,7 @@ class Grid:
                         ov = self.method_overrides(m, profile, seed)
                         get_method(m, **ov)  # validate once, before any work
                         for rate in profile.rates:
-                            out.append(
-                                Cell(
-                                    m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))
-                                )
-                            )
+                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))))
         return out
 
 

@@ -35,19 +35,13 @@ class ImageData:
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
         if self.num_classes < 1 or len(self.classes) != self.num_classes:
-            raise DataError(
-                f"{self.name}: num_classes={self.num_classes} but {len(self.classes)} class names given"
-            )
+            raise DataError(f"{self.name}: num_classes={self.num_classes} but {len(self.classes)} class names given")
         shapes = []
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
             if x.dtype != torch.uint8 or x.dim() != 4:
-                raise DataError(
-                    f"{self.name}: x_{split} must be uint8 [N, C, H, W], got {x.dtype} {tuple(x.shape)}"
-                )
+                raise DataError(f"{self.name}: x_{split} must be uint8 [N, C, H, W], got {x.dtype} {tuple(x.shape)}")
             if y.dtype != torch.int64 or y.dim() != 1 or y.shape[0] != x.shape[0]:
-                raise DataError(
-                    f"{self.name}: y_{split} must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}"
-                )
+                raise DataError(f"{self.name}: y_{split} must be int64 [{x.shape[0]}], got {y.dtype} {tuple(y.shape)}")
             if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
                 raise DataError(
                     f"{self.name}: y_{split} has labels outside [0, {self.num_classes}): "

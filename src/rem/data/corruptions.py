@@ -45,13 +45,15 @@ class Corruption:
         """The patch stamped into D_c's training images, if the task has one."""
         return None
 
-    def corrupt(self, data: ImageData, config: TaskConfig, y: torch.Tensor, triggered: torch.Tensor,
-                gen: torch.Generator) -> torch.Tensor:
+    def corrupt(
+        self, data: ImageData, config: TaskConfig, y: torch.Tensor, triggered: torch.Tensor, gen: torch.Generator
+    ) -> torch.Tensor:
         """Corrupt the labels ``y`` (and mark ``triggered``) in place; return D_c, sorted."""
         raise NotImplementedError
 
-    def test_metrics(self, config: TaskConfig, y_test: torch.Tensor, clean: torch.Tensor, test_acc: float,
-                     predict: Predict) -> dict:
+    def test_metrics(
+        self, config: TaskConfig, y_test: torch.Tensor, clean: torch.Tensor, test_acc: float, predict: Predict
+    ) -> dict:
         """``healed_test`` and ``utility`` (and the task's own, e.g. ``asr``), in %, from the clean test
         predictions ``clean`` (accuracy ``test_acc``) or others from ``predict``."""
         return {"healed_test": test_acc, "utility": test_acc}
@@ -94,8 +96,11 @@ class Poison(Corruption):
     def test_metrics(self, config, y_test, clean, test_acc, predict):
         trig = predict(torch.ones(len(y_test), dtype=torch.bool))
         nt = y_test != config.target
-        return {"healed_test": _acc(trig, y_test), "asr": 100.0 * (trig[nt] == config.target).float().mean().item(),
-                "utility": test_acc}
+        return {
+            "healed_test": _acc(trig, y_test),
+            "asr": 100.0 * (trig[nt] == config.target).float().mean().item(),
+            "utility": test_acc,
+        }
 
 
 @register_corruption

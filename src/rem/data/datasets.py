@@ -55,9 +55,7 @@ __all__ = [
 DATASET_NAMES: tuple[str, ...] = ("cifar10", "svhn", "generated")
 
 
-def load_dataset(
-    name: str, data_dir: str | Path | None = None, download: bool = True, **kwargs: Any
-) -> ImageData:
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True, **kwargs: Any) -> ImageData:
     """Load a data set by name: "cifar10", "svhn" or "generated" (``kwargs`` go to :func:`make_generated`)."""
     key = name.strip().lower().replace("-", "").replace("_", "")
     if key == "generated":

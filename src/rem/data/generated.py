@@ -31,9 +31,7 @@ def _zero_mean_patterns(m: int, grid: int, out: int, gen: torch.Generator) -> to
     return F.interpolate(p, size=(out, out), mode="bilinear", align_corners=False)
 
 
-def _render(
-    protos: torch.Tensor, labels: torch.Tensor, size: int, pad: int, gen: torch.Generator
-) -> torch.Tensor:
+def _render(protos: torch.Tensor, labels: torch.Tensor, size: int, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Images of ``labels``: shifted prototype + distractor pattern + jitter + pixel noise, uint8."""
     n = labels.shape[0]
     out = torch.empty(n, 3, size, size, dtype=torch.uint8)

@@ -42,9 +42,7 @@ def _read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     except (KeyError, ValueError, TypeError, OSError) as exc:
         raise DataError(f"{path} is not an SVHN .mat file: {exc!r}") from exc
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != y.shape[0]:
-        raise DataError(
-            f"{path}: X {x.dtype} {x.shape} and y {y.shape} are not SVHN's [H, W, 3, N] and [N, 1]"
-        )
+        raise DataError(f"{path}: X {x.dtype} {x.shape} and y {y.shape} are not SVHN's [H, W, 3, N] and [N, 1]")
     labels = y.astype(np.int64)
     labels[labels == 10] = 0  # SVHN writes digit 0 as label 10
     if labels.size and (labels.min() < 0 or labels.max() > 9):
@@ -73,9 +71,7 @@ def load_svhn(data_dir: str | Path | None = None, download: bool = True) -> Imag
         try:
             _download(url, p, SVHN_MD5[fname])
         except (OSError, http.client.HTTPException, DataError) as exc:
-            raise DataError(
-                f"SVHN not found: no file {p}, and downloading {url} failed ({exc}). {fix}"
-            ) from exc
+            raise DataError(f"SVHN not found: no file {p}, and downloading {url} failed ({exc}). {fix}") from exc
     key = _cache_key("svhn", files)
     hit = _cached(key)
     if hit is not None:

@@ -159,16 +159,16 @@ class Task:
             raise IndexSetError("the forget set is empty: give at least one discovered index")
         bad = t[(t < 0) | (t >= self.n_train)]
         if bad.numel():
-            raise IndexSetError(f"{bad.numel()} forget indices out of range [0, {self.n_train}): "
-                                f"{bad[:5].tolist()}")
+            raise IndexSetError(f"{bad.numel()} forget indices out of range [0, {self.n_train}): {bad[:5].tolist()}")
         uniq, counts = t.unique(return_counts=True)
         if (counts > 1).any():
             raise IndexSetError(f"duplicated forget indices: {uniq[counts > 1][:5].tolist()}")
         if within_corrupt:
             outside = uniq[~torch.isin(uniq, self.corrupt_idx)]
             if outside.numel():
-                raise IndexSetError(f"{outside.numel()} forget indices are not in the corrupted set D_c: "
-                                    f"{outside[:5].tolist()}")
+                raise IndexSetError(
+                    f"{outside.numel()} forget indices are not in the corrupted set D_c: {outside[:5].tolist()}"
+                )
         return uniq
 
     def split_hash(self, forget_idx: torch.Tensor | None = None) -> str:

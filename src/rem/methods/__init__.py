@@ -16,5 +16,15 @@ from rem.methods.base import (
     settings_help,
 )
 
-__all__ = ["REGISTRY", "Context", "Method", "MethodConfig", "Unlearned", "get_method", "method_label",
-           "method_names", "register", "settings_help"]
+__all__ = [
+    "REGISTRY",
+    "Context",
+    "Method",
+    "MethodConfig",
+    "Unlearned",
+    "get_method",
+    "method_label",
+    "method_names",
+    "register",
+    "settings_help",
+]

@@ -45,8 +45,10 @@ def settings_help(config_cls: type) -> list[tuple[str, str, object, str]]:
     from rem.settings import field_types, type_name
 
     types_ = field_types(config_cls)
-    return [(f.name, type_name(types_[f.name]), f.default, f.metadata.get("help", ""))
-            for f in dataclasses.fields(config_cls)]
+    return [
+        (f.name, type_name(types_[f.name]), f.default, f.metadata.get("help", ""))
+        for f in dataclasses.fields(config_cls)
+    ]
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,16 @@ class MethodConfig:
 
     def recipe(self, steps: int | None = None) -> Recipe:
         """The constant-learning-rate recipe of unlearning (no warm-up, no decay)."""
-        return Recipe(steps=max(1, self.steps if steps is None else steps), batch_size=self.batch_size,
-                      lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
-                      weight_decay=self.weight_decay, warmup=0.0, horizon=0.0)
+        return Recipe(
+            steps=max(1, self.steps if steps is None else steps),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            warmup=0.0,
+            horizon=0.0,
+        )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -131,8 +140,9 @@ class Method:
             cfg = dataclasses.replace(cfg, **coerce_fields(type(cfg), overrides, f"method {self.name!r}"))
         self.config = cfg
 
-    def unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor,
-                ctx: Context | None = None) -> Unlearned:
+    def unlearn(
+        self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context | None = None
+    ) -> Unlearned:
         from rem.progress import StepBar, bars_enabled, chain
 
         ctx = ctx or Context()
@@ -144,8 +154,9 @@ class Method:
             out = self._unlearn(model, task, forget_idx, ctx, history)
         return Unlearned(out.eval(), history)
 
-    def _unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context,
-                 history: list[dict]) -> CapacityNet:
+    def _unlearn(
+        self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context, history: list[dict]
+    ) -> CapacityNet:
         raise NotImplementedError
 
 
@@ -212,8 +223,9 @@ def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tenso
     return -(2.0 / beta) * F.logsigmoid(beta * (ce - ce_ref))
 
 
-def proxy(model: CapacityNet, task: Task, forget_idx: torch.Tensor, retain_idx: torch.Tensor, gamma: float,
-          device) -> tuple[float, float, float]:
+def proxy(
+    model: CapacityNet, task: Task, forget_idx: torch.Tensor, retain_idx: torch.Tensor, gamma: float, device
+) -> tuple[float, float, float]:
     """Model-selection proxy of SPEC §4 step 4, from training labels only (never test data or true labels).
 
     Returns (proxy, Acc_drop(D_r), Acc_drop(D_f)) with accuracies as shares in [0, 1].

@@ -27,8 +27,9 @@ def ascent_objective(ce: torch.Tensor, ce_ref: torch.Tensor) -> torch.Tensor:
     return -ce.mean()
 
 
-def remove_phase(model: CapacityNet, ref_ce, batches, opt, max_epochs: int, gamma: float,
-                 forget_loss: ForgetLoss) -> tuple[int, int, float]:
+def remove_phase(
+    model: CapacityNet, ref_ce, batches, opt, max_epochs: int, gamma: float, forget_loss: ForgetLoss
+) -> tuple[int, int, float]:
     """Step 2: epochs of a forget loss on D_f through the dropped model until Acc ≤ γ.
 
     Updates run in training mode (batch norm normalises by the D_f batch and updates its running

@@ -38,8 +38,15 @@ class NPOConfig(MethodConfig):
     beta: float = setting(1.0, "inverse temperature β of the NPO loss")
 
 
-def forget_until(model: CapacityNet, task: Task, forget_idx: torch.Tensor, cfg: MethodConfig, ctx: Context,
-                 history: list[dict], forget_loss: ForgetLoss) -> CapacityNet:
+def forget_until(
+    model: CapacityNet,
+    task: Task,
+    forget_idx: torch.Tensor,
+    cfg: MethodConfig,
+    ctx: Context,
+    history: list[dict],
+    forget_loss: ForgetLoss,
+) -> CapacityNet:
     """One epoch of ``forget_loss`` at a time until Acc(D_f) ≤ γ (at most ``cfg.max_epochs``); best epoch."""
     dev = ctx.device
     ref = copy.deepcopy(model).eval().requires_grad_(False)  # θ_o1-only reference (drop mode)
@@ -56,8 +63,7 @@ def forget_until(model: CapacityNet, task: Task, forget_idx: torch.Tensor, cfg: 
     for epoch in range(cfg.max_epochs):
         _, _, racc = remove_phase(model, ref_ce, fb, opt, 1, cfg.gamma, forget_loss)
         score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
-        history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
-                        "acc_drop_f": acc_f})
+        history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r, "acc_drop_f": acc_f})
         best.offer(score, model, epoch)
         ctx.step(epoch + 1, cfg.max_epochs)
         if racc <= cfg.gamma:

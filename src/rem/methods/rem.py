@@ -70,20 +70,22 @@ class REMConfig(MethodConfig):
 
     beta: float = setting(1.0, "inverse temperature β of the NPO terms (steps 2 and 3)")
     p: float = setting(0.2, "keep probability of an extra unit in a sample's mask")
-    expand_ratio: float = setting(1.0, "extra capacity r = |θ_o2| / |θ_o1| in (0, 8]; the paper's is 1 "
-                                       "**[beyond]** any other r")
-    soft_mask: bool = setting(False, "**[beyond]** per-sample mask values uniform in [0, 1] instead of "
-                                     "Bernoulli(p)")
+    expand_ratio: float = setting(
+        1.0, "extra capacity r = |θ_o2| / |θ_o1| in (0, 8]; the paper's is 1 **[beyond]** any other r"
+    )
+    soft_mask: bool = setting(False, "**[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)")
     remove_term: bool = setting(True, "the removal term of step 3 (False: the `rem-no-remove` ablation)")
     ideal: bool = setting(False, "the oracle: all of D_c shares the mask and is in the removal term")
-    extra_init: str = setting("default", "θ_o2 at the start: 'default' = fresh default initialisation, BN "
-                              "statistics (0, 1); 'pretrained' = as the authors' reserved half arrives "
-                              "(default init shrunk by the pretraining's weight decay, BN statistics that "
-                              "tracked it), emulated from the pretraining recipe")
+    extra_init: str = setting(
+        "default",
+        "θ_o2 at the start: 'default' = fresh default initialisation, BN "
+        "statistics (0, 1); 'pretrained' = as the authors' reserved half arrives "
+        "(default init shrunk by the pretraining's weight decay, BN statistics that "
+        "tracked it), emulated from the pretraining recipe",
+    )
     select_on: str = setting("clean", "images the proxy's accuracies use: 'clean' or 'augmented' (authors')")
     keep_start: bool = setting(False, "the starting model is a candidate of the selection (authors')")
-    track: bool = setting(True, "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, "
-                                "Acc(D_f) masked")
+    track: bool = setting(True, "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked")
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -149,9 +151,12 @@ def _track(model, task, forget_idx, dev, mask_keys_fn) -> dict:
         return {}
     m = evaluate(model, task, forget_idx, device=dev)
     y = task.y_train.cpu()
-    return {"track_healed": m["healed"], "track_utility": m["utility"], "track_acc_drop_f": m["forget_acc"],
-            "track_acc_mask_f": accuracy(model, task, forget_idx, y, mode="mask", device=dev,
-                                         keys_fn=mask_keys_fn)}
+    return {
+        "track_healed": m["healed"],
+        "track_utility": m["utility"],
+        "track_acc_drop_f": m["forget_acc"],
+        "track_acc_mask_f": accuracy(model, task, forget_idx, y, mode="mask", device=dev, keys_fn=mask_keys_fn),
+    }
 
 
 @register
@@ -203,16 +208,20 @@ class REM(Method):
         opt = optimizer_for(model, cfg)
         fbatches = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
         all_batches = train_batches(task, None, device=dev, batch_size=cfg.batch_size, seed=cfg.seed)
-        aug_sel = [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2)
-                   for i in (retain_idx, forget_idx)] if cfg.select_on == "augmented" else None
+        aug_sel = (
+            [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2) for i in (retain_idx, forget_idx)]
+            if cfg.select_on == "augmented"
+            else None
+        )
         best = BestState()
         if cfg.keep_start:  # the starting model (θ_o2 dropped) is the bar to beat
             best.offer(_selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)[0], model, -1)
         step, rnd = 0, 0
         while rnd == 0 or step < cfg.steps:
             # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) -----------------------
-            ep, rsteps, racc = remove_phase(model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma,
-                                            npo_objective(cfg.beta))
+            ep, rsteps, racc = remove_phase(
+                model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma, npo_objective(cfg.beta)
+            )
             # -- step 3: one epoch of redirection over all of D_tr --------------------------------------
             model.train()
             for x, y, idx in all_batches:
@@ -236,12 +245,23 @@ class REM(Method):
                 ctx.step(step, cfg.steps, loss.detach())
             # -- step 4: score the round by the proxy, keep the best -------------------------------------
             score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
-            acc_mask_f = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev,
-                                  keys_fn=keys) / 100
-            history.append({"round": rnd, "steps": step, "remove_epochs": ep, "remove_steps": rsteps,
-                            "remove_acc": racc, "proxy": score, "acc_drop_r": acc_r, "acc_drop_f": acc_f,
-                            "acc_mask_f": acc_mask_f,
-                            **(_track(model, task, forget_idx, dev, keys) if cfg.track else {})})
+            acc_mask_f = (
+                accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys) / 100
+            )
+            history.append(
+                {
+                    "round": rnd,
+                    "steps": step,
+                    "remove_epochs": ep,
+                    "remove_steps": rsteps,
+                    "remove_acc": racc,
+                    "proxy": score,
+                    "acc_drop_r": acc_r,
+                    "acc_drop_f": acc_f,
+                    "acc_mask_f": acc_mask_f,
+                    **(_track(model, task, forget_idx, dev, keys) if cfg.track else {}),
+                }
+            )
             best.offer(score, model, rnd)
             rnd += 1
             if cfg.steps == 0:

@@ -121,6 +121,7 @@ def build_report(
         records = store.records("done")
         failed = store.records("failed")
         meta = store.meta()
+
     def keep(r: dict) -> bool:
         if methods and r.get("method") not in methods:
             return False
@@ -131,8 +132,11 @@ def build_report(
     records = [r for r in records if keep(r)]
     failed = [r for r in failed if keep(r)]
     if not records:
-        filters = [f"methods {methods}" if methods else "", f"pretraining types {pretrain_types}"
-                   if pretrain_types else "", f"settings {where}" if where else ""]
+        filters = [
+            f"methods {methods}" if methods else "",
+            f"pretraining types {pretrain_types}" if pretrain_types else "",
+            f"settings {where}" if where else "",
+        ]
         raise StoreError(
             f"{run_dir / 'results.sqlite'} holds no finished cell"
             + (" of " + ", ".join(f for f in filters if f) if any(filters) else "")
@@ -198,8 +202,7 @@ def build_report(
         ),
     )
     write_atomic(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
-    write_atomic(rep.html, report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs,
-                                       warning))
+    write_atomic(
+        rep.html, report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
+    )
     return rep
-
-

@@ -100,8 +100,7 @@ def report_html(
         html_table(collapse_view(collapsed)),
         "<h3>uxh per task and discovery rate</h3>",
         *(
-            f"<h4>{html.escape(task)} ({html.escape(REGULARITY[task])} regularity)</h4>"
-            + html_table(t)
+            f"<h4>{html.escape(task)} ({html.escape(REGULARITY[task])} regularity)</h4>" + html_table(t)
             for task, t in by_rate_views(by_rate).items()
         ),
         "<h2>Heatmaps</h2><p>Rows: regularity of the corruption; columns: discovery rate; "
@@ -115,14 +114,10 @@ def report_html(
         )
     cols = [c for c in CELL_COLUMNS if c not in ("regularity", "test_acc", "corrupt_acc", "params", "key")]
     parts.append(
-        f"<details><summary>All {len(rows)} cells</summary>"
-        + html_table(cells_view(rows, cols))
-        + "</details>"
+        f"<details><summary>All {len(rows)} cells</summary>" + html_table(cells_view(rows, cols)) + "</details>"
     )
     if failed:
-        parts.append(
-            "<h2>Failed cells</h2><p>Rerun <code>rem bench</code> with the same run folder to retry.</p>"
-        )
+        parts.append("<h2>Failed cells</h2><p>Rerun <code>rem bench</code> with the same run folder to retry.</p>")
         for f in failed:
             parts.append(
                 f"<details><summary>{_e(f.get('method'))} {_e(f.get('pretrain_type'))} "

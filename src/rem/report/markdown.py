@@ -23,8 +23,14 @@ def markdown_table(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_markdown(table: list[dict], by_task: list[dict], by_rate: dict[str, list[dict]], collapsed: list[dict],
-                    warning: str = "", metric: str = "uxh") -> str:
+def report_markdown(
+    table: list[dict],
+    by_task: list[dict],
+    by_rate: dict[str, list[dict]],
+    collapsed: list[dict],
+    warning: str = "",
+    metric: str = "uxh",
+) -> str:
     """The whole ``table.md``."""
     rate_parts = [
         f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
@@ -36,7 +42,8 @@ def report_markdown(table: list[dict], by_task: list[dict], by_rate: dict[str, l
         + (f"**{warning}**\n\n" if warning else "")
         + markdown_table(summary_view(table))
         + "\n"
-        + f"Mean {metric} per task (over discovery rates and seeds):\n\n" + markdown_table(by_task_view(by_task))
+        + f"Mean {metric} per task (over discovery rates and seeds):\n\n"
+        + markdown_table(by_task_view(by_task))
         + "\n"
         + "\n".join(rate_parts)
         + "\n"

@@ -107,9 +107,7 @@ def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
     """Mean of ``metric`` per (method, pretraining type) and task (over rates and seeds)."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(
-            r.get(metric)
-        )
+        groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(r.get(metric))
     out = []
     for (method, ptype), per in groups.items():
         row = {"method": method, "pretrain_type": ptype}
@@ -150,9 +148,7 @@ COLLAPSE_UTILITY_DROP = 10.0
 
 def _start_value(starts: list[dict], task: str, ptype: str, metric: str) -> float:
     """Mean ``metric`` of the starting models of (task, pretraining type), over seeds; NaN if none."""
-    return mean_sem(
-        s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype
-    )[0]
+    return mean_sem(s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype)[0]
 
 
 def rates_of(rows: list[dict]) -> list[float]:
@@ -200,8 +196,9 @@ def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> 
         for method in order_methods(m for m, _ in pairs):
             for ptype in sorted(p for m, p in pairs if m == method):
                 start, *values = grid_values(rows, starts, method, ptype, metric, [task], rates)[0]
-                lines.append({"method": method, "pretrain_type": ptype, "start": start,
-                              "by_rate": dict(zip(rates, values))})
+                lines.append(
+                    {"method": method, "pretrain_type": ptype, "start": start, "by_rate": dict(zip(rates, values))}
+                )
         out[task] = lines
     return out
 
@@ -221,7 +218,8 @@ def collapses(
     for r in rows:
         if r["method"] != "none":
             groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(
-                (r["task"], float(r["rate"])), []).append(r)
+                (r["task"], float(r["rate"])), []
+            ).append(r)
     out = []
     rank = {m: i for i, m in enumerate(order_methods(m for m, _ in groups))}
     for (method, ptype), cells in sorted(groups.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1])):

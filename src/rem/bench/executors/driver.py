@@ -120,11 +120,19 @@ def run_grid(
             p = grid.resolved_profile()
             weight = (p.pretrain.steps * p.pretrain.batch_size) / max(1, p.unlearn.steps * p.unlearn.batch_size)
             n_starts = sum(not s.path(run_dir).is_file() for s in start_specs(todo))
-            bar = GridBar(summary.total, summary.skipped + summary.elsewhere, n_starts, weight, enabled=True,
-                          desc=f"bench ({executor})")
+            bar = GridBar(
+                summary.total,
+                summary.skipped + summary.elsewhere,
+                n_starts,
+                weight,
+                enabled=True,
+                desc=f"bench ({executor})",
+            )
         try:
-            run(Plan(todo, run_dir, Sink(store, summary, fail_fast, bar, progress=live), device, data_dir),
-                **executor_kw)
+            run(
+                Plan(todo, run_dir, Sink(store, summary, fail_fast, bar, progress=live), device, data_dir),
+                **executor_kw,
+            )
         finally:
             if bar is not None:
                 bar.close()

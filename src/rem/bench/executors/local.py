@@ -22,8 +22,14 @@ def _pretrain_claimed(plan: Plan, spec: StartSpec, broken: dict[str, str]) -> st
         bar.describe(f"pretrain {spec.label()}")
     try:
         with StepBar(f"pretrain {spec.label()}", sink.progress, position=1) as inner:
-            ensure_start(spec, plan.run_dir, device=plan.device, data_dir=plan.data_dir, store=store,
-                         on_step=chain(inner, bar.steps(weight) if bar is not None else None))
+            ensure_start(
+                spec,
+                plan.run_dir,
+                device=plan.device,
+                data_dir=plan.data_dir,
+                store=store,
+                on_step=chain(inner, bar.steps(weight) if bar is not None else None),
+            )
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception:
@@ -77,8 +83,13 @@ def run_local(plan: Plan, *, poll_s: float = 2.0) -> None:
                 bar.describe(cell.label())
             try:
                 with StepBar(cell.method, sink.progress, position=1) as inner:
-                    rec = run_cell(cell, run_dir, device=device, data_dir=data_dir,
-                                   on_step=chain(inner, bar.steps(1.0) if bar is not None else None))
+                    rec = run_cell(
+                        cell,
+                        run_dir,
+                        device=device,
+                        data_dir=data_dir,
+                        on_step=chain(inner, bar.steps(1.0) if bar is not None else None),
+                    )
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception:

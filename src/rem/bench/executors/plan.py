@@ -71,8 +71,17 @@ class GridBar:
     shows the current job's own steps and loss. Nothing is drawn unless ``enabled``.
     """
 
-    def __init__(self, total_cells: int, done_cells: int, n_starts: int, start_weight: float, *,
-                 enabled: bool, desc: str = "bench", file=None) -> None:
+    def __init__(
+        self,
+        total_cells: int,
+        done_cells: int,
+        n_starts: int,
+        start_weight: float,
+        *,
+        enabled: bool,
+        desc: str = "bench",
+        file=None,
+    ) -> None:
         self.total_cells, self.cells = total_cells, done_cells
         self.start_weight = start_weight
         self.base = float(done_cells)  # work finished, in cell units
@@ -82,9 +91,15 @@ class GridBar:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=round(total_cells + n_starts * start_weight, 3), initial=done_cells,
-                            desc=desc, position=0, dynamic_ncols=True, file=file,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]")
+            self.bar = tqdm(
+                total=round(total_cells + n_starts * start_weight, 3),
+                initial=done_cells,
+                desc=desc,
+                position=0,
+                dynamic_ncols=True,
+                file=file,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+            )
             self._postfix()
 
     @property
@@ -132,8 +147,14 @@ class GridBar:
 class Sink:
     """Writes finished and failed cells to the store and counts them."""
 
-    def __init__(self, store: ResultStore, summary: RunSummary, fail_fast: bool, bar: GridBar | None = None,
-                 progress: bool = False) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        summary: RunSummary,
+        fail_fast: bool,
+        bar: GridBar | None = None,
+        progress: bool = False,
+    ) -> None:
         self.store, self.summary, self.fail_fast, self.bar = store, summary, fail_fast, bar
         self.progress = progress  # nested step bars wanted (and allowed)
 

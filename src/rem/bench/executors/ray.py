@@ -43,8 +43,9 @@ def _gpus(ray, device, gpus_per_cell):
     return device, gpus_per_cell
 
 
-def run_ray(plan: Plan, *, ray_address: str | None = None, cpus_per_cell: float = 1,
-            gpus_per_cell: float | None = None) -> None:
+def run_ray(
+    plan: Plan, *, ray_address: str | None = None, cpus_per_cell: float = 1, gpus_per_cell: float | None = None
+) -> None:
     todo, run_dir, sink, device, data_dir = plan.todo, plan.run_dir, plan.sink, plan.device, plan.data_dir
     ray = _import_ray()
     own = not ray.is_initialized()

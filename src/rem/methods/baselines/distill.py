@@ -27,8 +27,7 @@ from rem.runtime import autocast
 
 
 @torch.no_grad()
-def _probs(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, mode: str, temperature: float
-           ) -> torch.Tensor:
+def _probs(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, mode: str, temperature: float) -> torch.Tensor:
     return F.softmax(forward(model, x, idx, mode).float() / temperature, dim=1)
 
 
@@ -46,8 +45,7 @@ class SCRUBConfig(MethodConfig):
 
     def validate(self) -> None:
         if self.alpha < 0 or self.temperature <= 0:
-            raise ConfigError(f"SCRUB: alpha must be >= 0 and temperature > 0, got {self.alpha}, "
-                              f"{self.temperature}")
+            raise ConfigError(f"SCRUB: alpha must be >= 0 and temperature > 0, got {self.alpha}, {self.temperature}")
         if self.rounds < 1 or self.msteps < 0:
             raise ConfigError(f"SCRUB: rounds must be >= 1 and msteps >= 0, got {self.rounds}, {self.msteps}")
 
@@ -130,8 +128,15 @@ class BadTConfig(MethodConfig):
 
 
 @torch.no_grad()
-def teacher_targets(x: torch.Tensor, idx: torch.Tensor, in_forget: torch.Tensor, competent: nn.Module,
-                    incompetent: nn.Module, mode: str, temperature: float) -> torch.Tensor:
+def teacher_targets(
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    in_forget: torch.Tensor,
+    competent: nn.Module,
+    incompetent: nn.Module,
+    mode: str,
+    temperature: float,
+) -> torch.Tensor:
     """Per-sample teacher distributions: the incompetent (random) teacher's for samples of D_f
     (``in_forget`` true), the competent (original) teacher's for the others. Each teacher only ever
     sees its own samples."""

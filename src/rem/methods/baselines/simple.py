@@ -63,16 +63,20 @@ class Retrain(Method):
 
     def _unlearn(self, model, task, forget_idx, ctx, history):
         if ctx.pretrain_recipe is None:
-            raise ConfigError("retrain needs the pretraining recipe: set Context.pretrain_recipe "
-                              "(the Recipe the starting model was trained with)")
+            raise ConfigError(
+                "retrain needs the pretraining recipe: set Context.pretrain_recipe "
+                "(the Recipe the starting model was trained with)"
+            )
         cfg = self.config
         new = fresh_model(model, derived_seed(cfg.seed, "retrain-init"))
         retain_idx = task.retain_idx(forget_idx)
         mode = train_forward_mode(model, ctx)
-        fit(new, task, retain_idx, ctx.pretrain_recipe, mode=mode, device=ctx.device, seed=cfg.seed,
-            on_step=ctx.on_step)
-        history.append({"phase": "retrain", "steps": ctx.pretrain_recipe.steps, "mode": mode,
-                        "n_retain": len(retain_idx)})
+        fit(
+            new, task, retain_idx, ctx.pretrain_recipe, mode=mode, device=ctx.device, seed=cfg.seed, on_step=ctx.on_step
+        )
+        history.append(
+            {"phase": "retrain", "steps": ctx.pretrain_recipe.steps, "mode": mode, "n_retain": len(retain_idx)}
+        )
         return shrink(new)
 
 
@@ -157,10 +161,15 @@ class _LastLayers(Method):
             p.requires_grad_(under(n, names))
             if p.requires_grad:
                 params.append(p)
-        history.append({"phase": "setup", "trained_layers": names, "reinit": self.reinit,
-                        "trained_params": sum(p.numel() for p in params)})
-        _train_ce(model, task, task.retain_idx(forget_idx), cfg, ctx, history, params=params,
-                  train_modules=names)
+        history.append(
+            {
+                "phase": "setup",
+                "trained_layers": names,
+                "reinit": self.reinit,
+                "trained_params": sum(p.numel() for p in params),
+            }
+        )
+        _train_ce(model, task, task.retain_idx(forget_idx), cfg, ctx, history, params=params, train_modules=names)
         model.requires_grad_(True)
         return shrink(model)
 
