@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/datasets)
 export REM_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/cifar-10-batches-py),$(SHARED_DATA),)
 
-.PHONY: venv test demo lint bench clean
+.PHONY: venv test test-fast demo lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,24 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# the full suite (~3 min on two cores); test-fast leaves out the tests marked slow (end-to-end runs)
 test: venv
 	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: venv
 	$(VENV)/bin/rem demo
 
+# style (ruff format), errors, imports and complexity (mccabe, see pyproject.toml)
 lint: venv
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/ruff check src tests benchmarks
+
+format: venv
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

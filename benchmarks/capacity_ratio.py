@@ -47,8 +47,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="override the unlearning step budget")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--report-only", action="store_true",
-                    help="compute nothing: print the table of the cells already in the store")
+    ap.add_argument(
+        "--report-only", action="store_true", help="compute nothing: print the table of the cells already in the store"
+    )
     args = ap.parse_args()
     run_dir = args.run_dir or f"runs/capacity-{args.profile}"
     ratios = parse_list(args.ratios, float)
@@ -62,9 +63,16 @@ def main() -> None:
             group = []
             for r in ratios:
                 # r = 1 is REM's default: that cell is the same as the `rem` cell of the main grid
-                grid = Grid(profile=args.profile, methods=("rem",), tasks=(kind,), rates=(args.rate,),
-                            pretrain_types=(ptype,), expand_ratio=None if r == 1 else r, width=width,
-                            steps=args.steps)
+                grid = Grid(
+                    profile=args.profile,
+                    methods=("rem",),
+                    tasks=(kind,),
+                    rates=(args.rate,),
+                    pretrain_types=(ptype,),
+                    expand_ratio=None if r == 1 else r,
+                    width=width,
+                    steps=args.steps,
+                )
                 (cell,) = grid.cells()
                 if not args.report_only:
                     run_grid(grid, run_dir, device=args.device, data_dir=args.data_dir, progress=False)
@@ -77,10 +85,20 @@ def main() -> None:
                 if rec is None:
                     raise SystemExit(f"cell {cell.label()} failed; see {run_dir}/results.sqlite")
                 ev = rec["metrics"]
-                group.append((ptype, kind, r, (ev["uxh"], ev["healed"], ev["utility"], rec["wall_s"],
-                                                rec["peak_mem_mb"]), start["metrics"]["params"] if start else "?"))
-                print(f"{ptype} {kind} r={r:g}: uxh {ev['uxh']:.1f} healed {ev['healed']:.1f} "
-                      f"utility {ev['utility']:.1f} wall {rec['wall_s']:.0f} s", flush=True)
+                group.append(
+                    (
+                        ptype,
+                        kind,
+                        r,
+                        (ev["uxh"], ev["healed"], ev["utility"], rec["wall_s"], rec["peak_mem_mb"]),
+                        start["metrics"]["params"] if start else "?",
+                    )
+                )
+                print(
+                    f"{ptype} {kind} r={r:g}: uxh {ev['uxh']:.1f} healed {ev['healed']:.1f} "
+                    f"utility {ev['utility']:.1f} wall {rec['wall_s']:.0f} s",
+                    flush=True,
+                )
             ref = next((g[3] for g in group if g[2] == 1), None)  # relative to r = 1 when it ran
             rows += [(*g[:4], ref, g[4]) for g in sorted(group, key=lambda g: -g[2])]
     print()

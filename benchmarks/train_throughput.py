@@ -42,7 +42,7 @@ class PerSampleDataset(Dataset):
         h, w = img.shape[-2:]
         img = F.pad(img, (self.pad,) * 4)
         dy, dx = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
-        img = img[:, dy:dy + h, dx:dx + w]
+        img = img[:, dy : dy + h, dx : dx + w]
         if torch.rand(()) < 0.5:
             img = img.flip(2)
         return (img - self.mean) / self.std, self.y[i]
@@ -87,12 +87,19 @@ def main() -> None:
     narrow = build_model(pretrain_spec(prof.arch_spec(data.num_classes), "capacity-0.5"))
     wide = expand(narrow, 1.0)  # same function in drop mode: extras multiplied by zero
     ours_batches = train_batches(task, None, batch_size=args.batch_size, seed=0, drop_last=True)
-    ref_loader = DataLoader(PerSampleDataset(data.x_train, task.y_train, max(1, data.image_size // 8)),
-                            batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers)
+    ref_loader = DataLoader(
+        PerSampleDataset(data.x_train, task.y_train, max(1, data.image_size // 8)),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+    )
     ours = step_rate(narrow.to(memory_format=torch.channels_last), ours_batches, args.steps, "drop")
     ref = step_rate(wide, ref_loader, args.steps, "drop")
-    print(f"data: {data.name} {len(data.y_train)} images at {data.image_size}px; batch {args.batch_size}; "
-          f"{args.steps} timed steps; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"data: {data.name} {len(data.y_train)} images at {data.image_size}px; batch {args.batch_size}; "
+        f"{args.steps} timed steps; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"reference (Dataset + DataLoader, full width with zeroed extras): {ref:8.0f} img/s")
     print(f"rem (in-memory batches, narrow capacity-0.5 model):             {ours:8.0f} img/s")
     print(f"speed-up: {ours / ref:.2f}x")

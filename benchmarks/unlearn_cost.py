@@ -12,8 +12,9 @@ import argparse
 
 import torch
 
-from rem.api import unlearn
-from rem.profiles import get_profile, profile_data, profile_task
+from rem.bench.grid import Grid
+from rem.profiles import profile_data, profile_task
+from rem.run import unlearn_and_record
 from rem.runtime import measure, pick_device
 from rem.train import pretrain
 
@@ -26,21 +27,31 @@ def main() -> None:
     ap.add_argument("--method", default="rem")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    prof, dev = get_profile(args.profile), pick_device(args.device)
+    # the cell `rem bench` would run (same settings, rem.run.method_settings), on a starting model timed here
+    (cell,) = Grid(
+        profile=args.profile,
+        methods=(args.method,),
+        tasks=(args.task,),
+        rates=(args.rate,),
+        seeds=(0,),
+        pretrain_types=("capacity-0.5",),
+    ).cells()
+    prof, dev = cell.profile, pick_device(args.device)
     data = profile_data(prof)
     task = profile_task(prof, args.task, 0, data=data)
     with measure(dev) as pre:
         model = pretrain(task, prof.arch_spec(data.num_classes), "capacity-0.5", prof.pretrain, device=dev)
-    u = prof.unlearn
-    with measure(dev) as unl:
-        unlearn(model, task, task.forget_idx(args.rate), args.method, device=dev, steps=u.steps, lr=u.lr,
-                batch_size=u.batch_size, optimizer=u.optimizer, weight_decay=u.weight_decay)
-    print(f"profile {prof.name}, task {args.task}, rate {args.rate}, device {dev}, "
-          f"{torch.get_num_threads()} threads; memory: {pre.mem_kind}")
+    _, rec = unlearn_and_record(cell, model, task, task.forget_idx(args.rate), start_meta={}, device=dev)
+    print(
+        f"profile {prof.name}, task {args.task}, rate {args.rate}, device {dev}, "
+        f"{torch.get_num_threads()} threads; memory: {pre.mem_kind}"
+    )
     print(f"pretraining from scratch: {pre.wall_s:8.1f} s  {pre.peak_mem_mb:8.1f} MB")
-    print(f"{args.method:<24}: {unl.wall_s:8.1f} s  {unl.peak_mem_mb:8.1f} MB")
-    print(f"ratio {args.method}/pretraining: time {unl.wall_s / pre.wall_s:.2f}x, "
-          f"peak memory {unl.peak_mem_mb / max(pre.peak_mem_mb, 1e-9):.2f}x")
+    print(f"{args.method:<24}: {rec['wall_s']:8.1f} s  {rec['peak_mem_mb']:8.1f} MB")
+    print(
+        f"ratio {args.method}/pretraining: time {rec['wall_s'] / pre.wall_s:.2f}x, "
+        f"peak memory {rec['peak_mem_mb'] / max(pre.peak_mem_mb, 1e-9):.2f}x"
+    )
 
 
 if __name__ == "__main__":

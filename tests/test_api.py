@@ -24,7 +24,7 @@ def test_task_of_rebuilds_the_checkpoints_task(checkpoint):
     task = rem.task_of(meta)
     assert task.split_hash() == meta["split_hash"] and task.kind == "poison"
     assert task.data.image_size == meta["profile"]["image_size"] and len(task.corrupt_idx) == 50
-    healed = rem.unlearn(model, task, task.forget_idx(0.5), method="finetune", steps=1, device="cpu")
+    healed, healed_history = rem.unlearn(model, task, task.forget_idx(0.5), method="finetune", steps=1, device="cpu")
     assert {"healed", "utility", "uxh"} <= set(rem.evaluate(healed, task))
     with pytest.raises(ConfigError, match="split"):
         rem.task_of({**meta, "split_hash": "0" * 16})
@@ -34,12 +34,14 @@ def test_task_of_rebuilds_the_checkpoints_task(checkpoint):
 
 def test_mismatched_model_and_task_are_refused_or_warned(checkpoint):
     model, meta = rem.load_checkpoint(checkpoint)
-    big = rem.make_task(rem.make_generated(n_train=200, n_test=50, size=32),
-                        rem.TaskConfig(kind="poison", n_corrupt=10))
+    big = rem.make_task(
+        rem.make_generated(n_train=200, n_test=50, size=32), rem.TaskConfig(kind="poison", n_corrupt=10)
+    )
     with pytest.raises(ConfigError, match="px"):  # trained on 16px images, the task has 32px ones
         rem.unlearn(model, big, big.forget_idx(0.5), method="none", device="cpu")
-    few = rem.make_task(rem.make_generated(n_train=200, n_test=50, size=16, num_classes=5),
-                        rem.TaskConfig(kind="random", n_corrupt=10))
+    few = rem.make_task(
+        rem.make_generated(n_train=200, n_test=50, size=16, num_classes=5), rem.TaskConfig(kind="random", n_corrupt=10)
+    )
     with pytest.raises(ConfigError, match="classes"):
         rem.check_match(model, few)
     other = rem.make_task(rem.task_of(meta).data, rem.TaskConfig(kind="random", n_corrupt=50))

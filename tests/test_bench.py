@@ -21,12 +21,11 @@ import torch
 
 from rem.bench import Grid, ResultStore, run_grid
 from rem.bench.cli import parse_settings
-from rem.bench.grid import registered_methods
 from rem.bench.store import SCHEMA_VERSION
 from rem.errors import ConfigError, RemError, StoreError
+from rem.methods import method_names
 
-TINY = {"profile": "smoke", "methods": ("none", "finetune"), "rates": (0.5,), "pretrain_steps": 20,
-        "steps": 4}
+TINY = {"profile": "smoke", "methods": ("none", "finetune"), "rates": (0.5,), "pretrain_steps": 20, "steps": 4}
 
 
 def tiny_grid(**kw) -> Grid:
@@ -74,15 +73,18 @@ def test_grid_cells_and_keys():
     assert ft.overrides["steps"] == 4 and ft.overrides["seed"] == 0 and ft.method_config()["steps"] == 4
     assert ft.config()["profile"]["pretrain"]["steps"] == 20
     # a cell's key does not depend on which other rates, seeds or pretraining types the grid holds
-    wider = {(c.method, c.task): c.key for c in tiny_grid(rates=(0.1, 0.5), seeds=(0, 1)).cells()
-             if c.rate == 0.5 and c.seed == 0}
+    wider = {
+        (c.method, c.task): c.key
+        for c in tiny_grid(rates=(0.1, 0.5), seeds=(0, 1)).cells()
+        if c.rate == 0.5 and c.seed == 0
+    }
     assert wider == {(c.method, c.task): c.key for c in cells}
 
 
 def test_grid_defaults_and_overrides(tmp_path):
     g = Grid(profile="smoke")
     names = g.method_names()
-    assert names == registered_methods() and "none" in names and "finetune" in names
+    assert names == method_names() and "none" in names and "finetune" in names
     assert "retrain" not in Grid(profile="smoke", exclude_methods="retrain").method_names()
     with pytest.raises(ConfigError, match="unknown method"):
         Grid(profile="smoke", methods=("nope",)).cells()
@@ -91,20 +93,26 @@ def test_grid_defaults_and_overrides(tmp_path):
     with pytest.raises(ConfigError, match="rates"):
         Grid(rates=(0.0,))
     # settings: "*" reaches only methods that have the field, a named one must exist in that method
-    g = Grid(profile="smoke", methods=("none", "rem"), rates=(1.0,), tasks=("poison",), expand_ratio=0.5,
-             settings=parse_settings(["rem.beta=0.5", "gamma=0.3"]))
+    g = Grid(
+        profile="smoke",
+        methods=("none", "rem"),
+        rates=(1.0,),
+        tasks=("poison",),
+        expand_ratio=0.5,
+        settings=parse_settings(["rem.beta=0.5", "gamma=0.3"]),
+    )
     cfg = {c.method: c.method_config() for c in g.cells()}
     assert cfg["rem"]["beta"] == 0.5 and cfg["rem"]["expand_ratio"] == 0.5 and cfg["rem"]["gamma"] == 0.3
     assert "expand_ratio" not in cfg["none"] and cfg["none"]["gamma"] == 0.3
     with pytest.raises(ConfigError):
         Grid(profile="smoke", methods=("none",), settings={"none": {"beta": 1.0}}).cells()
     # config files, JSON and TOML, with CLI-style overrides on top
-    (tmp_path / "g.json").write_text(json.dumps({"profile": "smoke", "methods": ["none"], "rates": [0.5, 1.0],
-                                                 "pretrain-types": ["capacity-0.5"]}))
+    (tmp_path / "g.json").write_text(
+        json.dumps({"profile": "smoke", "methods": ["none"], "rates": [0.5, 1.0], "pretrain-types": ["capacity-0.5"]})
+    )
     gj = Grid.from_file(tmp_path / "g.json", rates=(1.0,))
     assert gj.methods == ("none",) and gj.rates == (1.0,) and gj.pretrain_types == ("capacity-0.5",)
-    (tmp_path / "g.toml").write_text('profile = "smoke"\nmethods = ["none", "rem"]\n'
-                                     '[settings.rem]\nbeta = 0.25\n')
+    (tmp_path / "g.toml").write_text('profile = "smoke"\nmethods = ["none", "rem"]\n[settings.rem]\nbeta = 0.25\n')
     gt = Grid.from_file(tmp_path / "g.toml")
     assert gt.settings == {"rem": {"beta": 0.25}}
     (tmp_path / "bad.json").write_text('{"profile": "smoke", "colour": 1}')
@@ -137,8 +145,15 @@ def test_store_rekeys_records_of_key_version_1(tmp_path):
 
     def old_style(rates, status):  # a record as rem wrote it before key version 2
         old = {**cfg, "profile": {**cfg["profile"], "rates": list(rates), "seeds": [0], "pretrain_types": ["etd"]}}
-        return {"key": _hash(old), "config": old, "method": "none", "task": "poison", "rate": 0.5, "seed": 0,
-                "metrics": {"uxh": 1.0 if status == "done" else None}}
+        return {
+            "key": _hash(old),
+            "config": old,
+            "method": "none",
+            "task": "poison",
+            "rate": 0.5,
+            "seed": 0,
+            "metrics": {"uxh": 1.0 if status == "done" else None},
+        }
 
     with ResultStore.in_run_dir(tmp_path) as s:
         fail, done = old_style((0.5,), "failed"), old_style((0.1, 0.5), "done")
@@ -196,15 +211,34 @@ def test_report_from_records(tmp_path):
     assert (m, n) == (2.0, 3) and sem == pytest.approx((1 / 3) ** 0.5)
     with ResultStore.in_run_dir(tmp_path) as s:
         for i, (method, uxh) in enumerate([("a", 10.0), ("a", 30.0), ("b", 50.0), ("b", 50.0)]):
-            s.put({"key": f"k{i}", "method": method, "pretrain_type": "etd", "task": "random", "rate": 0.5,
-                   "seed": i % 2, "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0},
-                   "start_key": "s", "start_metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0}})
+            s.put(
+                {
+                    "key": f"k{i}",
+                    "method": method,
+                    "pretrain_type": "etd",
+                    "task": "random",
+                    "rate": 0.5,
+                    "seed": i % 2,
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0},
+                    "start_key": "s",
+                    "start_metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0},
+                }
+            )
     rep = build_report(tmp_path)
     assert [r["method"] for r in rep.table] == ["b", "a"] and rep.table[1]["uxh_mean"] == 20.0
     assert rep.table[1]["uxh_sem"] == pytest.approx(10.0) and not rep.warning
     with ResultStore.in_run_dir(tmp_path) as s:  # the same cell again, from another grid's settings
-        s.put({"key": "other", "method": "a", "pretrain_type": "etd", "task": "random", "rate": 0.5,
-               "seed": 0, "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0}})
+        s.put(
+            {
+                "key": "other",
+                "method": "a",
+                "pretrain_type": "etd",
+                "task": "random",
+                "rate": 0.5,
+                "seed": 0,
+                "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0},
+            }
+        )
     rep = build_report(tmp_path)
     assert "several records" in rep.warning and "several records" in rep.html.read_text()
 
@@ -214,13 +248,28 @@ def test_report_rates_and_collapses(tmp_path):
     from rem.report import build_report
 
     start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
-    cells = [("none", 0.5, 5.0, 80.0), ("a", 0.5, 9.9, 80.0), ("a", 1.0, 40.0, 69.0), ("b", 0.5, 10.0, 70.0),
-             ("b", 1.0, 30.0, 75.0)]
+    cells = [
+        ("none", 0.5, 5.0, 80.0),
+        ("a", 0.5, 9.9, 80.0),
+        ("a", 1.0, 40.0, 69.0),
+        ("b", 0.5, 10.0, 70.0),
+        ("b", 1.0, 30.0, 75.0),
+    ]
     with ResultStore.in_run_dir(tmp_path) as s:
         for i, (method, rate, uxh, util) in enumerate(cells):
-            s.put({"key": f"k{i}", "method": method, "pretrain_type": "capacity-0.5", "task": "random",
-                   "rate": rate, "seed": 0, "metrics": {"uxh": uxh, "healed": uxh, "utility": util},
-                   "start_key": "s", "start_metrics": start})
+            s.put(
+                {
+                    "key": f"k{i}",
+                    "method": method,
+                    "pretrain_type": "capacity-0.5",
+                    "task": "random",
+                    "rate": rate,
+                    "seed": 0,
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": util},
+                    "start_key": "s",
+                    "start_metrics": start,
+                }
+            )
     rep = build_report(tmp_path)
     got = {e["method"]: [(c["rate"], c["reasons"]) for c in e["collapsed"]] for e in rep.collapses}
     assert got == {"a": [(0.5, ["no healing"]), (1.0, ["utility"])], "b": []}  # `none` is not judged
@@ -236,18 +285,46 @@ def test_report_separates_expansion_ratios(tmp_path):
     from rem.report import build_report
 
     with ResultStore.in_run_dir(tmp_path) as s:
-        for i, (mc, uxh) in enumerate([({"expand_ratio": 1.0}, 40.0), ({"expand_ratio": 0.25}, 20.0),
-                                       ({"expand_ratio": 1.0, "soft_mask": True}, 10.0)]):
-            s.put({"key": f"k{i}", "method": "rem", "pretrain_type": "full", "task": "poison", "rate": 0.5,
-                   "seed": 0, "method_config": mc, "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0}})
+        for i, (mc, uxh) in enumerate(
+            [
+                ({"expand_ratio": 1.0}, 40.0),
+                ({"expand_ratio": 0.25}, 20.0),
+                ({"expand_ratio": 1.0, "soft_mask": True}, 10.0),
+            ]
+        ):
+            s.put(
+                {
+                    "key": f"k{i}",
+                    "method": "rem",
+                    "pretrain_type": "full",
+                    "task": "poison",
+                    "rate": 0.5,
+                    "seed": 0,
+                    "method_config": mc,
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0},
+                }
+            )
     rep = build_report(tmp_path)
     assert {r["method"]: r["uxh_mean"] for r in rep.table} == {
-        "rem": 40.0, "rem (r=0.25)": 20.0, "rem (soft mask)": 10.0}
+        "rem": 40.0,
+        "rem (r=0.25)": 20.0,
+        "rem (soft mask)": 10.0,
+    }
     assert not rep.warning
     with ResultStore.in_run_dir(tmp_path) as s:
-        s.put({"key": "n", "method": "none", "pretrain_type": "capacity-0.5", "task": "poison", "rate": 0.5,
-               "seed": 0, "method_config": {}, "metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0}})
-    rep = build_report(tmp_path, expand_ratio=1)  # methods without a ratio pass
+        s.put(
+            {
+                "key": "n",
+                "method": "none",
+                "pretrain_type": "capacity-0.5",
+                "task": "poison",
+                "rate": 0.5,
+                "seed": 0,
+                "method_config": {},
+                "metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0},
+            }
+        )
+    rep = build_report(tmp_path, where={"*": {"expand_ratio": 1}})  # methods without a ratio pass
     assert {r["method"] for r in rep.table} == {"rem", "rem (soft mask)", "none"}
     rep = build_report(tmp_path, pretrain_types=["capacity-0.5"])
     assert [r["method"] for r in rep.table] == ["none"]
@@ -332,9 +409,29 @@ def test_resume_after_sigkill_at_random_moments(tmp_path, one_thread):
 
     run_dir = tmp_path / "run"
     grid = Grid(profile="smoke", methods=("none", "finetune"), rates=(0.5,), pretrain_steps=150, steps=60)
-    args = [sys.executable, "-m", "rem", "bench", "--profile", "smoke", "--run-dir", str(run_dir),
-            "--methods", "none,finetune", "--rates", "0.5", "--tasks", "poison,interclass,random",
-            "--pretrain-steps", "150", "--steps", "60", "--device", "cpu", "--no-report"]
+    args = [
+        sys.executable,
+        "-m",
+        "rem",
+        "bench",
+        "--profile",
+        "smoke",
+        "--run-dir",
+        str(run_dir),
+        "--methods",
+        "none,finetune",
+        "--rates",
+        "0.5",
+        "--tasks",
+        "poison,interclass,random",
+        "--pretrain-steps",
+        "150",
+        "--steps",
+        "60",
+        "--device",
+        "cpu",
+        "--no-report",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "REM_PROGRESS": "1"}
     rng = random.Random(14)
     kills, seen = [], {}
@@ -399,11 +496,33 @@ def test_claimed_cells_are_left_to_their_live_runner(tmp_path, one_thread):
     assert summary.done == 1 and summary.skipped == 1 and summary.complete
 
 
+@pytest.mark.slow
 def test_two_runners_on_one_run_folder_share_the_cells(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "rem", "bench", "--profile", "smoke", "--run-dir", str(run_dir),
-            "--methods", "none,finetune", "--rates", "0.5,1", "--tasks", "poison,random",
-            "--pretrain-steps", "40", "--steps", "20", "--device", "cpu", "--quiet", "--no-report"]
+    args = [
+        sys.executable,
+        "-m",
+        "rem",
+        "bench",
+        "--profile",
+        "smoke",
+        "--run-dir",
+        str(run_dir),
+        "--methods",
+        "none,finetune",
+        "--rates",
+        "0.5,1",
+        "--tasks",
+        "poison,random",
+        "--pretrain-steps",
+        "40",
+        "--steps",
+        "20",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--no-report",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
@@ -435,6 +554,7 @@ def test_damaged_cached_start_model_is_pretrained_again_and_said(tmp_path, capfd
 # --- distributed executors ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ray_executor_matches_local(tmp_path, local_run):
     ray = pytest.importorskip("ray")
     local_dir, _ = local_run
@@ -448,12 +568,12 @@ def test_ray_executor_matches_local(tmp_path, local_run):
     assert _metrics(tmp_path) == _metrics(local_dir)
 
 
+@pytest.mark.slow
 def test_slurm_executor_local_matches_local(tmp_path, local_run):
     pytest.importorskip("submitit")
     local_dir, _ = local_run
     g = tiny_grid(tasks=("poison",))
-    summary = run_grid(g, tmp_path, "slurm", progress=False, cluster="local", slurm={"cpus_per_task": 1},
-                       poll_s=0.2)
+    summary = run_grid(g, tmp_path, "slurm", progress=False, cluster="local", slurm={"cpus_per_task": 1}, poll_s=0.2)
     assert summary.complete and summary.done == 2, summary
     got, ref = _metrics(tmp_path), _metrics(local_dir)
     assert got and got == {k: ref[k] for k in got}
@@ -480,8 +600,24 @@ def test_cli_bench_report(local_run, tmp_path, capsys):
     from rem.cli import build_parser, main
 
     d, _ = local_run
-    base = ["bench", "--profile", "smoke", "--run-dir", str(d), "--methods", "none,finetune",
-            "--rates", "0.5", "--tasks", "poison,random", "--pretrain-steps", "20", "--steps", "4", "--quiet"]
+    base = [
+        "bench",
+        "--profile",
+        "smoke",
+        "--run-dir",
+        str(d),
+        "--methods",
+        "none,finetune",
+        "--rates",
+        "0.5",
+        "--tasks",
+        "poison,random",
+        "--pretrain-steps",
+        "20",
+        "--steps",
+        "4",
+        "--quiet",
+    ]
     assert main([*base, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "4 cells, 4 stored" in out
@@ -503,11 +639,27 @@ def test_report_draws_redirection_curve_from_rem_history(tmp_path):
     from rem.report.curves import curve_cells
 
     def rec(key, method, task, rate, history):
-        return {"key": key, "method": method, "pretrain_type": "capacity-0.5", "task": task, "rate": rate,
-                "seed": 0, "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0}, "history": history}
+        return {
+            "key": key,
+            "method": method,
+            "pretrain_type": "capacity-0.5",
+            "task": task,
+            "rate": rate,
+            "seed": 0,
+            "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0},
+            "history": history,
+        }
 
-    rounds = [{"round": i, "track_healed": 10.0 * i, "track_utility": 70.0, "track_acc_drop_f": 90.0 - 30 * i,
-               "track_acc_mask_f": 20.0 * i} for i in range(3)] + [{"best_round": 2, "best_proxy": 0.5}]
+    rounds = [
+        {
+            "round": i,
+            "track_healed": 10.0 * i,
+            "track_utility": 70.0,
+            "track_acc_drop_f": 90.0 - 30 * i,
+            "track_acc_mask_f": 20.0 * i,
+        }
+        for i in range(3)
+    ] + [{"best_round": 2, "best_proxy": 0.5}]
     with ResultStore.in_run_dir(tmp_path) as s:
         s.put(rec("a", "npo", "random", 0.5, [{"epoch": 0}]))
         rep = build_report(tmp_path)
@@ -530,16 +682,29 @@ def test_report_html_is_readable(tmp_path):
 
     from matplotlib.image import imread
 
-    from rem.report import _html_table, build_report
+    from rem.report import build_report
     from rem.report.heatmaps import NUMBER_FONT, heatmap_png
+    from rem.report.html import html_table
+    from rem.report.model import Table
 
     start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
     with ResultStore.in_run_dir(tmp_path) as s:
-        for i, (method, rate, uxh) in enumerate([("a", 0.1, 5.0), ("a", 0.5, 40.0), ("b", 0.1, 30.0),
-                                                 ("b", 0.5, 30.0), ("c", 0.1, 30.0), ("d", 0.1, 3.0)]):
-            s.put({"key": f"k{i}", "method": method, "pretrain_type": "capacity-0.5", "task": "random",
-                   "rate": rate, "seed": 0, "metrics": {"uxh": uxh, "healed": uxh, "utility": 80.0},
-                   "start_key": "s", "start_metrics": start})
+        for i, (method, rate, uxh) in enumerate(
+            [("a", 0.1, 5.0), ("a", 0.5, 40.0), ("b", 0.1, 30.0), ("b", 0.5, 30.0), ("c", 0.1, 30.0), ("d", 0.1, 3.0)]
+        ):
+            s.put(
+                {
+                    "key": f"k{i}",
+                    "method": method,
+                    "pretrain_type": "capacity-0.5",
+                    "task": "random",
+                    "rate": rate,
+                    "seed": 0,
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 80.0},
+                    "start_key": "s",
+                    "start_metrics": start,
+                }
+            )
     rep = build_report(tmp_path, metrics=("uxh",))
     png = rep.heatmaps["uxh"].read_bytes()
     assert imread(io.BytesIO(png)).shape[1] <= 1400 and NUMBER_FONT >= 10
@@ -550,7 +715,7 @@ def test_report_html_is_readable(tmp_path):
     plain = heatmap_png(rows, [], "uxh", collapsed=None)
     assert heatmap_png(rows, [], "uxh", collapsed=rep.collapses) != plain  # the collapse marks are drawn
     assert any(e["collapsed"] for e in rep.collapses)
-    t = _html_table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], left=0)
+    t = html_table(Table(["n", "method", "where", "uxh"], [[1, "a", "random 0.1 (no healing)", "5.00 ± 1.00"]], "rrrr"))
     assert '<td class="l">a</td>' in t and '<td class="l">random 0.1 (no healing)</td>' in t
     assert "<td>5.00 ± 1.00</td>" in t and "<td>1</td>" in t
 

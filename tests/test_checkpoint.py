@@ -81,9 +81,11 @@ def test_identical_content_identical_bytes_and_mode(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, torch; from rem.models import resnet9; from rem.checkpoint import save_checkpoint;"
-            "torch.manual_seed(0); save_checkpoint(resnet9(10, width=0.125), sys.argv[1], "
-            "{'b': 1, 'a': {'z': 2, 'y': [1, 2]}, 'task': {'kind': 'poison'}})")
+    code = (
+        "import sys, torch; from rem.models import resnet9; from rem.checkpoint import save_checkpoint;"
+        "torch.manual_seed(0); save_checkpoint(resnet9(10, width=0.125), sys.argv[1], "
+        "{'b': 1, 'a': {'z': 2, 'y': [1, 2]}, 'task': {'kind': 'poison'}})"
+    )
     paths = [tmp_path / f"{i}.safetensors" for i in range(2)]
     for p in paths:  # separate processes: dict/hash ordering may differ between them
         subprocess.run([sys.executable, "-c", code, str(p)], check=True)

@@ -62,8 +62,19 @@ def _cases(w: Path) -> list[tuple[str, list[str], str]]:
     ck = str(w / "start" / "model.safetensors")
     un = ["unlearn", "--checkpoint", ck, "--rate", "0.5", "--quiet"]
     out = ["--out", str(w / "new")]
-    bench = ["bench", "--profile", "smoke", "--methods", "none,rem", "--rates", "0.5", "--run-dir", str(w / "run"),
-             "--quiet", "--dry-run"]
+    bench = [
+        "bench",
+        "--profile",
+        "smoke",
+        "--methods",
+        "none,rem",
+        "--rates",
+        "0.5",
+        "--run-dir",
+        str(w / "run"),
+        "--quiet",
+        "--dry-run",
+    ]
     return [
         # 1. --set values by the field's type
         ("set-bool-garbage", [*un, "--set", "remove_term=maybe", *out], "remove_term"),
@@ -82,8 +93,11 @@ def _cases(w: Path) -> list[tuple[str, list[str], str]]:
         # 3. checkpoints whose metadata was changed or no longer matches the task
         ("eval-edited-metadata", ["eval", "--checkpoint", str(w / "edited.safetensors")], "damaged"),
         ("eval-other-split", ["eval", "--checkpoint", str(w / "othersplit.safetensors")], "split"),
-        ("unlearn-other-split", ["unlearn", "--checkpoint", str(w / "othersplit.safetensors"), "--rate", "0.5",
-                                 *out], "split"),
+        (
+            "unlearn-other-split",
+            ["unlearn", "--checkpoint", str(w / "othersplit.safetensors"), "--rate", "0.5", *out],
+            "split",
+        ),
         ("eval-legacy-format", ["eval", "--checkpoint", str(w / "legacy.safetensors")], "older rem"),
         # 4. zero is refused, not replaced by the profile's default
         ("train-n-corrupt-0", ["train", "--profile", "smoke", "--n-corrupt", "0", *out], "--n-corrupt"),
@@ -97,16 +111,22 @@ def _cases(w: Path) -> list[tuple[str, list[str], str]]:
         ("eval-out-is-folder", ["eval", "--checkpoint", ck, "--out", str(w / "result")], "folder"),
         ("bench-run-dir-under-file", [*bench[:-1], "--run-dir", str(w / "afile" / "run")], "afile"),
         ("report-out-under-file", ["report", "--run-dir", str(w / "run"), "--out", str(w / "afile" / "r")], "afile"),
-        ("demo-run-dir-under-file", ["demo", "--profile", "smoke", "--run-dir", str(w / "afile" / "d"), "--quiet"],
-         "afile"),
+        (
+            "demo-run-dir-under-file",
+            ["demo", "--profile", "smoke", "--run-dir", str(w / "afile" / "d"), "--quiet"],
+            "afile",
+        ),
         # 7. never overwrite the input, nor an earlier result without --overwrite
         ("unlearn-over-input", [*un, "--out", str(w / "start")], "overwrite"),
         ("unlearn-existing-result", [*un, "--out", str(w / "result")], "--overwrite"),
         # 12. tracebacks that became one-line errors
         ("device-unknown", ["eval", "--checkpoint", ck, "--device", "gpu"], "device"),
         ("index-20-digits", ["unlearn", "--checkpoint", ck, "--forget-file", str(w / "big.txt"), *out], "range"),
-        ("index-invalid-json", ["unlearn", "--checkpoint", ck, "--forget-file", str(w / "bad.json"), *out],
-         "not valid JSON"),
+        (
+            "index-invalid-json",
+            ["unlearn", "--checkpoint", ck, "--forget-file", str(w / "bad.json"), *out],
+            "not valid JSON",
+        ),
         ("bench-limit-negative", [*bench, "--limit", "-1"], "--limit"),
         ("unlearn-rate-0", ["unlearn", "--checkpoint", ck, "--rate", "0", *out], "(0, 1]"),
         ("unlearn-rate-above-1", ["unlearn", "--checkpoint", ck, "--rate", "1.5", *out], "(0, 1]"),
@@ -117,10 +137,14 @@ def _cases(w: Path) -> list[tuple[str, list[str], str]]:
         ("report-no-store", ["report", "--run-dir", str(w / "nothing")], "no results store"),
         ("eval-missing-checkpoint", ["eval", "--checkpoint", str(w / "missing.safetensors")], "no checkpoint"),
         ("unknown-option", ["eval", "--checkpoint", ck, "--colour", "red"], "--colour"),
-    ] + ([] if torch.cuda.is_available() else [
-        ("device-cuda-without-cuda", ["train", "--profile", "smoke", "--device", "cuda", *out], "CUDA"),
-        ("bench-device-cuda-without-cuda", [*bench[:-1], "--device", "cuda"], "CUDA"),
-    ])
+    ] + (
+        []
+        if torch.cuda.is_available()
+        else [
+            ("device-cuda-without-cuda", ["train", "--profile", "smoke", "--device", "cuda", *out], "CUDA"),
+            ("bench-device-cuda-without-cuda", [*bench[:-1], "--device", "cuda"], "CUDA"),
+        ]
+    )
 
 
 _IDS = [c[0] for c in _cases(Path("/x"))]
@@ -158,8 +182,24 @@ def test_unlearn_overwrite_flag_and_typed_set(world, tmp_path):
     """--overwrite replaces an earlier result; --set remove_term=False really turns the term off."""
     ck = str(world / "start" / "model.safetensors")
     out = tmp_path / "u"
-    args = ["unlearn", "--checkpoint", ck, "--rate", "0.5", "--steps", "2", "--set", "remove_term=False",
-            "--set", "soft_mask=no", "--set", "max_epochs=1", "--out", str(out), "--quiet"]
+    args = [
+        "unlearn",
+        "--checkpoint",
+        ck,
+        "--rate",
+        "0.5",
+        "--steps",
+        "2",
+        "--set",
+        "remove_term=False",
+        "--set",
+        "soft_mask=no",
+        "--set",
+        "max_epochs=1",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     cfg = json.loads((out / "metrics.json").read_text())["method_config"]
     assert cfg["remove_term"] is False and cfg["soft_mask"] is False and cfg["max_epochs"] == 1

@@ -14,6 +14,7 @@ import torch
 
 from rem.data import (
     ImageData,
+    cifar10,
     downsample,
     load_cifar10,
     load_dataset,
@@ -22,6 +23,7 @@ from rem.data import (
     md5sum,
     resolve_data_dir,
     subsample,
+    svhn,
 )
 from rem.data import datasets as ds
 from rem.errors import ConfigError, DataError
@@ -41,7 +43,7 @@ def _write_fake_cifar(folder: Path, n_per_batch: int = 20, seed: int = 0) -> Non
     """Write a tiny CIFAR-10 python-version folder (same pickle layout as the official files)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
-    for name in (*ds.CIFAR10_TRAIN_FILES, ds.CIFAR10_TEST_FILE):
+    for name in (*cifar10.CIFAR10_TRAIN_FILES, cifar10.CIFAR10_TEST_FILE):
         batch = {
             b"batch_label": name.encode(),
             b"labels": [int(i % 10) for i in range(n_per_batch)],
@@ -50,16 +52,16 @@ def _write_fake_cifar(folder: Path, n_per_batch: int = 20, seed: int = 0) -> Non
         }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {
-        b"label_names": [c.encode() for c in ds.CIFAR10_CLASSES],
+        b"label_names": [c.encode() for c in cifar10.CIFAR10_CLASSES],
         b"num_cases_per_batch": n_per_batch,
         b"num_vis": 3072,
     }
-    (folder / ds.CIFAR10_META_FILE).write_bytes(pickle.dumps(meta, protocol=2))
+    (folder / cifar10.CIFAR10_META_FILE).write_bytes(pickle.dumps(meta, protocol=2))
 
 
 def _patch_cifar_md5(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    for name in ds.CIFAR10_MD5:
-        monkeypatch.setitem(ds.CIFAR10_MD5, name, md5sum(folder / name))
+    for name in cifar10.CIFAR10_MD5:
+        monkeypatch.setitem(cifar10.CIFAR10_MD5, name, md5sum(folder / name))
 
 
 def _write_fake_svhn(folder: Path, n_train: int = 30, n_test: int = 20) -> None:
@@ -158,11 +160,11 @@ def test_resolve_data_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def test_cifar_fake_folder_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    folder = tmp_path / ds.CIFAR10_DIRNAME
+    folder = tmp_path / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(folder)
     _patch_cifar_md5(monkeypatch, folder)
     d = load_cifar10(tmp_path, download=False)
-    assert d.name == "cifar10" and d.classes == ds.CIFAR10_CLASSES
+    assert d.name == "cifar10" and d.classes == cifar10.CIFAR10_CLASSES
     assert d.x_train.shape == (100, 3, 32, 32) and d.x_test.shape == (20, 3, 32, 32)
     assert d.x_train.dtype == torch.uint8 and d.y_train.dtype == torch.int64
     raw = pickle.loads((folder / "data_batch_2").read_bytes())
@@ -175,10 +177,10 @@ def test_cifar_fake_folder_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_cifar_md5_mismatch_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    folder = tmp_path / ds.CIFAR10_DIRNAME
+    folder = tmp_path / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(folder)
     _patch_cifar_md5(monkeypatch, folder)
-    expected = ds.CIFAR10_MD5["data_batch_3"]
+    expected = cifar10.CIFAR10_MD5["data_batch_3"]
     _flip_byte(folder / "data_batch_3")
     with pytest.raises(DataError) as err:
         load_cifar10(tmp_path, download=False)
@@ -186,10 +188,8 @@ def test_cifar_md5_mismatch_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert "data_batch_3" in msg and expected in msg and md5sum(folder / "data_batch_3") in msg
 
 
-def test_cifar_changed_file_after_cached_load_is_rejected(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    folder = tmp_path / ds.CIFAR10_DIRNAME
+def test_cifar_changed_file_after_cached_load_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    folder = tmp_path / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(folder)
     _patch_cifar_md5(monkeypatch, folder)
     load_cifar10(tmp_path, download=False)
@@ -199,7 +199,7 @@ def test_cifar_changed_file_after_cached_load_is_rejected(
 
 
 def test_cifar_missing_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    folder = tmp_path / ds.CIFAR10_DIRNAME
+    folder = tmp_path / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(folder)
     (folder / "data_batch_4").unlink()
     with pytest.raises(DataError, match="data_batch_4"):
@@ -210,45 +210,43 @@ def test_cifar_missing_folder_without_download(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_cifar10(tmp_path / "nowhere", download=False)
     msg = str(err.value)
-    assert str(tmp_path / "nowhere" / ds.CIFAR10_DIRNAME) in msg
-    assert "--data-dir" in msg and "REM_DATA_DIR" in msg and ds.CIFAR10_URL in msg
+    assert str(tmp_path / "nowhere" / cifar10.CIFAR10_DIRNAME) in msg
+    assert "--data-dir" in msg and "REM_DATA_DIR" in msg and cifar10.CIFAR10_URL in msg
 
 
 def test_cifar_failed_download_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(ds, "CIFAR10_URL", (tmp_path / "missing" / "cifar-10-python.tar.gz").as_uri())
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", (tmp_path / "missing" / "cifar-10-python.tar.gz").as_uri())
     data_dir = tmp_path / "data"
     with pytest.raises(DataError) as err:
         load_cifar10(data_dir, download=True)
     msg = str(err.value)
-    assert str(data_dir / ds.CIFAR10_DIRNAME) in msg and "REM_DATA_DIR" in msg
+    assert str(data_dir / cifar10.CIFAR10_DIRNAME) in msg and "REM_DATA_DIR" in msg
     assert not list(data_dir.glob("*.part")) and not list(data_dir.glob("*.tar.gz"))  # nothing half-written
 
 
 def test_cifar_download_and_extract(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    src = tmp_path / "src" / ds.CIFAR10_DIRNAME
+    src = tmp_path / "src" / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(src)
     _patch_cifar_md5(monkeypatch, src)
     archive = tmp_path / "served" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
-    _make_tar(archive, {ds.CIFAR10_DIRNAME: src})
-    monkeypatch.setattr(ds, "CIFAR10_URL", archive.as_uri())
-    monkeypatch.setattr(ds, "CIFAR10_ARCHIVE_MD5", md5sum(archive))
+    _make_tar(archive, {cifar10.CIFAR10_DIRNAME: src})
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", archive.as_uri())
+    monkeypatch.setattr(cifar10, "CIFAR10_ARCHIVE_MD5", md5sum(archive))
     data_dir = tmp_path / "data"
     d = load_cifar10(data_dir, download=True)
     assert d.x_train.shape == (100, 3, 32, 32)
-    assert (data_dir / ds.CIFAR10_DIRNAME / "batches.meta").is_file()
+    assert (data_dir / cifar10.CIFAR10_DIRNAME / "batches.meta").is_file()
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
-def test_cifar_download_with_wrong_md5_leaves_nothing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    src = tmp_path / "src" / ds.CIFAR10_DIRNAME
+def test_cifar_download_with_wrong_md5_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    src = tmp_path / "src" / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(src)
     archive = tmp_path / "served" / "cifar-10-python.tar.gz"
     archive.parent.mkdir()
-    _make_tar(archive, {ds.CIFAR10_DIRNAME: src})
-    monkeypatch.setattr(ds, "CIFAR10_URL", archive.as_uri())
+    _make_tar(archive, {cifar10.CIFAR10_DIRNAME: src})
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", archive.as_uri())
     data_dir = tmp_path / "data"
     with pytest.raises(DataError, match="md5"):
         load_cifar10(data_dir, download=True)
@@ -260,15 +258,15 @@ def test_unsafe_archive_members_are_refused(monkeypatch: pytest.MonkeyPatch, tmp
     data_dir.mkdir()
     archive = data_dir / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo(f"{ds.CIFAR10_DIRNAME}/../../evil.txt")
+        info = tarfile.TarInfo(f"{cifar10.CIFAR10_DIRNAME}/../../evil.txt")
         payload = b"x"
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
-    monkeypatch.setattr(ds, "CIFAR10_ARCHIVE_MD5", md5sum(archive))
+    monkeypatch.setattr(cifar10, "CIFAR10_ARCHIVE_MD5", md5sum(archive))
     with pytest.raises(DataError, match="unsafe"):
         load_cifar10(data_dir, download=False)
     assert not (tmp_path / "evil.txt").exists()
-    assert not (data_dir / ds.CIFAR10_DIRNAME).exists()
+    assert not (data_dir / cifar10.CIFAR10_DIRNAME).exists()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,10 +274,10 @@ def test_unsafe_archive_members_are_refused(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_svhn_fake_mat_loads_and_maps_10_to_0(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    folder = tmp_path / ds.SVHN_DIRNAME
+    folder = tmp_path / svhn.SVHN_DIRNAME
     _write_fake_svhn(folder)
-    for fname in ds.SVHN_MD5:
-        monkeypatch.setitem(ds.SVHN_MD5, fname, md5sum(folder / fname))
+    for fname in svhn.SVHN_MD5:
+        monkeypatch.setitem(svhn.SVHN_MD5, fname, md5sum(folder / fname))
     d = load_svhn(tmp_path, download=False)
     assert d.name == "svhn" and d.classes == tuple(str(i) for i in range(10))
     assert d.x_train.shape == (30, 3, 32, 32) and d.x_test.shape == (20, 3, 32, 32)
@@ -292,10 +290,10 @@ def test_svhn_fake_mat_loads_and_maps_10_to_0(monkeypatch: pytest.MonkeyPatch, t
 
 
 def test_svhn_changed_byte_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    folder = tmp_path / ds.SVHN_DIRNAME
+    folder = tmp_path / svhn.SVHN_DIRNAME
     _write_fake_svhn(folder)
-    for fname in ds.SVHN_MD5:
-        monkeypatch.setitem(ds.SVHN_MD5, fname, md5sum(folder / fname))
+    for fname in svhn.SVHN_MD5:
+        monkeypatch.setitem(svhn.SVHN_MD5, fname, md5sum(folder / fname))
     _flip_byte(folder / "test_32x32.mat")
     with pytest.raises(DataError, match="test_32x32.mat"):
         load_svhn(tmp_path, download=False)
@@ -304,7 +302,7 @@ def test_svhn_changed_byte_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_svhn_missing_without_download(tmp_path: Path) -> None:
     with pytest.raises(DataError) as err:
         load_svhn(tmp_path, download=False)
-    assert str(tmp_path / ds.SVHN_DIRNAME) in str(err.value)
+    assert str(tmp_path / svhn.SVHN_DIRNAME) in str(err.value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,9 +343,7 @@ def test_downsample_shape_dtype_mean() -> None:
     assert abs(s.x_train.float().mean().item() - d.x_train.float().mean().item()) < 0.5
     # exact 2x2 average on a known image
     x = torch.tensor([[0, 2], [4, 6]], dtype=torch.uint8).repeat(1, 3, 2, 2)
-    tiny = ImageData(
-        "t", x, torch.zeros(1, dtype=torch.int64), x, torch.zeros(1, dtype=torch.int64), 1, ("a",)
-    )
+    tiny = ImageData("t", x, torch.zeros(1, dtype=torch.int64), x, torch.zeros(1, dtype=torch.int64), 1, ("a",))
     assert torch.all(downsample(tiny, 2).x_train == 3)
     with pytest.raises(ConfigError):
         downsample(d, 64)
@@ -378,21 +374,21 @@ def test_imagedata_validates_and_moves() -> None:
 
 @pytest.mark.cifar
 def test_real_cifar10() -> None:
-    folder = resolve_data_dir() / ds.CIFAR10_DIRNAME
+    folder = resolve_data_dir() / cifar10.CIFAR10_DIRNAME
     if not folder.is_dir():
         pytest.skip(f"real CIFAR-10 not found at {folder} (set REM_DATA_DIR)")
-    for name, md5 in ds.CIFAR10_MD5.items():
+    for name, md5 in cifar10.CIFAR10_MD5.items():
         assert md5sum(folder / name) == md5, name
     d = load_cifar10(download=False)
     assert d.x_train.shape == (50000, 3, 32, 32) and d.x_train.dtype == torch.uint8
     assert d.x_test.shape == (10000, 3, 32, 32) and d.x_test.dtype == torch.uint8
     assert d.class_counts("train") == [5000] * 10 and d.class_counts("test") == [1000] * 10
-    assert d.classes == ds.CIFAR10_CLASSES
+    assert d.classes == cifar10.CIFAR10_CLASSES
 
 
 def test_cifar_md5_and_missing_file_give_the_same_advice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A damaged file and a missing one end in the same advice (issue 14, item 12)."""
-    folder = tmp_path / ds.CIFAR10_DIRNAME
+    folder = tmp_path / cifar10.CIFAR10_DIRNAME
     _write_fake_cifar(folder)
     _patch_cifar_md5(monkeypatch, folder)
     _flip_byte(folder / "data_batch_3")

@@ -144,4 +144,4 @@ def test_hidden_layer_is_never_gated():
     acts = {}
     e.res1a.register_forward_hook(lambda mod, i, o: acts.__setitem__("h", o))
     e(X, mode="drop")
-    assert (acts["h"][:, m.kept[1]:].abs() > 0).any()  # hidden units beyond the kept width are live
+    assert (acts["h"][:, m.kept[1] :].abs() > 0).any()  # hidden units beyond the kept width are live

@@ -78,8 +78,7 @@ def test_grid_draws_nested_bars_for_pretraining_and_cells(tmp_path, monkeypatch,
     from rem.bench import Grid, run_grid
 
     monkeypatch.setenv("REM_PROGRESS", "1")
-    g = Grid(profile="smoke", methods=("none", "finetune"), tasks=("poison",), rates=(0.5,), pretrain_steps=30,
-             steps=3)
+    g = Grid(profile="smoke", methods=("none", "finetune"), tasks=("poison",), rates=(0.5,), pretrain_steps=30, steps=3)
     summary = run_grid(g, tmp_path, device="cpu", progress=True)
     assert summary.complete
     err = capfd.readouterr().err

@@ -11,18 +11,47 @@ from rem.methods import get_method
 from rem.settings import coerce_fields
 
 
-@pytest.mark.parametrize("text,want", [("False", False), ("false", False), ("no", False), ("NO", False),
-                                       ("0", False), ("off", False), ("True", True), ("yes", True), ("1", True),
-                                       (False, False), (True, True)])
+@pytest.mark.parametrize(
+    "text,want",
+    [
+        ("False", False),
+        ("false", False),
+        ("no", False),
+        ("NO", False),
+        ("0", False),
+        ("off", False),
+        ("True", True),
+        ("yes", True),
+        ("1", True),
+        (False, False),
+        (True, True),
+    ],
+)
 def test_bools_are_parsed_not_truthy(text, want):
     m = get_method("rem", remove_term=text, soft_mask=text)
     assert m.config.remove_term is want and m.config.soft_mask is want
 
 
-@pytest.mark.parametrize("key,value", [("steps", "1.5"), ("steps", 1.5), ("batch_size", "64.0"), ("batch_size", 64.0),
-                                       ("max_epochs", "2.5"), ("steps", True), ("beta", "abc"), ("p", "True"),
-                                       ("p", True), ("gamma", "null"), ("gamma", None), ("beta", "nan"),
-                                       ("remove_term", "maybe"), ("remove_term", 2), ("optimizer", 1)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("steps", "1.5"),
+        ("steps", 1.5),
+        ("batch_size", "64.0"),
+        ("batch_size", 64.0),
+        ("max_epochs", "2.5"),
+        ("steps", True),
+        ("beta", "abc"),
+        ("p", "True"),
+        ("p", True),
+        ("gamma", "null"),
+        ("gamma", None),
+        ("beta", "nan"),
+        ("remove_term", "maybe"),
+        ("remove_term", 2),
+        ("optimizer", 1),
+    ],
+)
 def test_wrong_types_are_refused(key, value):
     with pytest.raises(ConfigError, match=key):
         get_method("rem", **{key: value})
@@ -38,8 +67,13 @@ def test_numbers_and_optionals():
 
 
 def test_bench_set_is_typed_and_unknown_keys_are_refused():
-    g = Grid(profile="smoke", methods=("none", "rem"), rates=(1.0,), tasks=("poison",),
-             settings=parse_settings(["rem.remove_term=False", "gamma=0.3"]))
+    g = Grid(
+        profile="smoke",
+        methods=("none", "rem"),
+        rates=(1.0,),
+        tasks=("poison",),
+        settings=parse_settings(["rem.remove_term=False", "gamma=0.3"]),
+    )
     cfg = {c.method: c.method_config() for c in g.cells()}
     assert cfg["rem"]["remove_term"] is False and cfg["rem"]["gamma"] == 0.3 and cfg["none"]["gamma"] == 0.3
     with pytest.raises(ConfigError, match="betta"):  # no method prefix: was dropped silently

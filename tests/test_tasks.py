@@ -108,7 +108,7 @@ def test_crop_padding_matches_torch_pad(mode, pad_mode):
     dy, dx = torch.randint(0, 5, (32,), generator=g), torch.randint(0, 5, (32,), generator=g)
     flip = torch.rand(32, generator=g) < 0.5
     xp = torch.nn.functional.pad(x.float(), (2, 2, 2, 2), mode=pad_mode)
-    ref = torch.stack([xp[i, :, dy[i]:dy[i] + 16, dx[i]:dx[i] + 16] for i in range(32)])
+    ref = torch.stack([xp[i, :, dy[i] : dy[i] + 16, dx[i] : dx[i] + 16] for i in range(32)])
     assert torch.equal(y.float(), torch.where(flip[:, None, None, None], ref.flip(3), ref))
     with pytest.raises(ValueError):
         random_crop_flip(x, 2, g, "wrap")

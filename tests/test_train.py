@@ -52,6 +52,7 @@ def test_etd_trains_extra_channels_per_sample(make_gen_task):
         torch.manual_seed(0)
         init = build_model(pretrain_spec(spec, "etd"))
     masks = m.extra_param_masks()
-    moved = [(p.detach() - q.detach())[masks[n]].abs().sum() for (n, p), q in zip(m.named_parameters(),
-                                                                                  init.parameters())]
+    moved = [
+        (p.detach() - q.detach())[masks[n]].abs().sum() for (n, p), q in zip(m.named_parameters(), init.parameters())
+    ]
     assert sum(moved) > 0  # θ_o2 is trained through the per-sample masks

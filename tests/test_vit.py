@@ -45,7 +45,7 @@ def test_spt_shifts_are_diagonal_half_patch():
 def test_lsa_init_and_no_self_attention():
     m = tiny()
     attn = m.blocks[0].attn
-    assert torch.isclose(attn.log_scale.exp(), torch.tensor(8 ** -0.5))
+    assert torch.isclose(attn.log_scale.exp(), torch.tensor(8**-0.5))
     # a value that only token 0 carries cannot reach token 0's output: attention excludes the diagonal
     x = torch.zeros(1, 3, 32)
     with torch.no_grad():
@@ -90,9 +90,10 @@ def test_drop_mode_gives_theta_o2_zero_gradient():
     for name in ("pos", "cls", "head.weight", "to_tokens.proj.weight", "blocks.0.attn.log_scale"):
         assert not masks[name].any(), name
     q, out = masks["blocks.0.attn.q.weight"], masks["blocks.0.attn.out.weight"]
-    assert q[4 * 8:].all() and not q[: 4 * 8].any() and out[:, 4 * 8:].all() and not out[:, : 4 * 8].any()
+    assert q[4 * 8 :].all() and not q[: 4 * 8].any() and out[:, 4 * 8 :].all() and not out[:, : 4 * 8].any()
     fc1, fc2 = masks["blocks.1.mlp.fc1.weight"], masks["blocks.1.mlp.fc2.weight"]
     assert fc1[48:].all() and not fc1[:48].any() and fc2[:, 48:].all() and not fc2[:, :48].any()
+
 
 def test_mask_mode_extremes_and_keys():
     m = tiny(capacity=0.5)

@@ -5,7 +5,7 @@ Python API::
     import rem
     model, meta = rem.load_checkpoint("model.safetensors")
     task = rem.task_of(meta)          # the checkpoint's own data and corruption
-    healed = rem.unlearn(model, task, task.forget_idx(0.5), method="rem")
+    healed, history = rem.unlearn(model, task, task.forget_idx(0.5), method="rem")  # rem.Unlearned
     print(rem.evaluate(healed, task))
 """
 
@@ -16,11 +16,33 @@ from rem.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from rem.data.datasets import ImageData, load_dataset, make_generated  # noqa: E402
 from rem.data.tasks import Task, TaskConfig, Trigger, make_task  # noqa: E402
 from rem.methods import REGISTRY as METHODS  # noqa: E402
-from rem.methods import get_method  # noqa: E402
+from rem.methods import Unlearned, get_method  # noqa: E402
 from rem.metrics import evaluate  # noqa: E402
 from rem.models import build_model, expand, resnet9, shrink  # noqa: E402
 from rem.train import Recipe, pretrain  # noqa: E402
 
-__all__ = ["METHODS", "ImageData", "Recipe", "Task", "TaskConfig", "Trigger", "build_model", "check_match", "evaluate",
-           "expand", "get_method", "load_checkpoint", "load_dataset", "make_generated", "make_task", "pretrain",
-           "resnet9", "save_checkpoint", "shrink", "task_of", "unlearn", "__version__"]
+__all__ = [
+    "METHODS",
+    "ImageData",
+    "Recipe",
+    "Task",
+    "TaskConfig",
+    "Trigger",
+    "Unlearned",
+    "build_model",
+    "check_match",
+    "evaluate",
+    "expand",
+    "get_method",
+    "load_checkpoint",
+    "load_dataset",
+    "make_generated",
+    "make_task",
+    "pretrain",
+    "resnet9",
+    "save_checkpoint",
+    "shrink",
+    "task_of",
+    "unlearn",
+    "__version__",
+]

@@ -19,19 +19,28 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
 
 from rem.errors import CheckpointError, ConfigError
 from rem.models import CapacityNet, build_model
+from rem.paths import atomic_path
 
 FORMAT = "rem-checkpoint/2"
 LEGACY_FORMATS = ("rem-checkpoint/1",)
-_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-           torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-           torch.bool: "BOOL"}
+_DTYPES = {
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 def _tensor_digest(tensors: dict[str, torch.Tensor]) -> hashlib._Hash:
@@ -53,12 +62,6 @@ def _digest(tensors: dict[str, torch.Tensor], header: dict | None = None) -> str
                 h.update(f"|{k}|{len(v)}|".encode())
                 h.update(v)
     return h.hexdigest()
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
@@ -89,23 +92,20 @@ def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "rem.spec": json.dumps(model.spec(), sort_keys=True),
-              "rem.meta": json.dumps(meta or {}, sort_keys=True, default=str)}
+    header = {
+        "format": FORMAT,
+        "rem.spec": json.dumps(model.spec(), sort_keys=True),
+        "rem.meta": json.dumps(meta or {}, sort_keys=True, default=str),
+    }
     header["rem.sha256"] = _digest(tensors, header)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        _write_safetensors(tensors, tmp, header)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        _write_safetensors(tensors, str(tmp), header)
     return path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
-                    allow_legacy: bool = False) -> tuple[CapacityNet, dict]:
+def load_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", *, allow_legacy: bool = False
+) -> tuple[CapacityNet, dict]:
     """Rebuild the model from a checkpoint written by :func:`save_checkpoint`; return (model, meta).
 
     The model carries the metadata as ``model.rem_meta`` (so :func:`rem.unlearn` and :func:`rem.evaluate`
@@ -126,14 +126,17 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
         raise CheckpointError(f"{path} is not a readable safetensors file (damaged or truncated?): {msg}") from e
     fmt = header.get("format")
     if fmt in LEGACY_FORMATS and not allow_legacy:
-        raise CheckpointError(f"{path} was written by an older rem ({fmt}) whose digest does not cover its "
-                              "metadata; re-create it with this rem (`rem train`, or `rem bench` for a run folder)")
+        raise CheckpointError(
+            f"{path} was written by an older rem ({fmt}) whose digest does not cover its "
+            "metadata; re-create it with this rem (`rem train`, or `rem bench` for a run folder)"
+        )
     if fmt != FORMAT and fmt not in LEGACY_FORMATS:
         raise CheckpointError(f"{path} is not a rem checkpoint (format {fmt!r}, expected {FORMAT!r})")
     expected = _digest(tensors, header if fmt == FORMAT else None)
     if expected != header.get("rem.sha256"):
-        raise CheckpointError(f"{path} is damaged: its tensors or metadata do not match the digest recorded "
-                              "when it was saved")
+        raise CheckpointError(
+            f"{path} is damaged: its tensors or metadata do not match the digest recorded when it was saved"
+        )
     try:
         spec, meta = json.loads(header["rem.spec"]), json.loads(header.get("rem.meta", "{}"))
         model = build_model(spec)
@@ -142,7 +145,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", *,
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not match the described model: "
-                              f"{str(e).splitlines()[0]}") from e
+        raise CheckpointError(f"{path}: weights do not match the described model: {str(e).splitlines()[0]}") from e
     model.rem_meta = meta
     return model.to(device).eval(), meta

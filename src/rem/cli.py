@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from rem.errors import ConfigError, RemError
+from rem.paths import write_json_atomic
 
 TASK_HELP = "corruption task: poison (high regularity), interclass (medium) or random (low)"
 
@@ -47,13 +48,6 @@ def rate_type(text: str) -> float:
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"a discovery rate is in (0, 1], got {text}")
     return v
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
 
 
 def _round(d: dict) -> dict:
@@ -105,18 +99,32 @@ def cmd_train(args) -> int:
     out = check_output_dir(args.out)
     data = profile_data(profile, args.data_dir, download=not args.no_download)
     task = profile_task(profile, args.task, args.seed, data=data)
-    print(f"pretraining {args.pretrain_type} {profile.arch} on {data.name} ({len(data.y_train)} train, "
-          f"{data.image_size}px), task {args.task} |D_c|={len(task.corrupt_idx)}, {profile.pretrain.steps} steps")
+    print(
+        f"pretraining {args.pretrain_type} {profile.arch} on {data.name} ({len(data.y_train)} train, "
+        f"{data.image_size}px), task {args.task} |D_c|={len(task.corrupt_idx)}, {profile.pretrain.steps} steps"
+    )
     with measure(dev) as m:
-        model = pretrain(task, profile.arch_spec(data.num_classes), args.pretrain_type, profile.pretrain,
-                         device=dev, seed=args.seed, progress=not args.quiet)
+        model = pretrain(
+            task,
+            profile.arch_spec(data.num_classes),
+            args.pretrain_type,
+            profile.pretrain,
+            device=dev,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
     metrics = evaluate(model, task, device=dev)
-    meta = {"profile": profile.as_dict(), "task": task.config.as_dict(), "pretrain_type": args.pretrain_type,
-            "seed": args.seed, "split_hash": task.split_hash(), "metrics": metrics}
+    meta = {
+        "profile": profile.as_dict(),
+        "task": task.config.as_dict(),
+        "pretrain_type": args.pretrain_type,
+        "seed": args.seed,
+        "split_hash": task.split_hash(),
+        "metrics": metrics,
+    }
     save_checkpoint(model, out / "model.safetensors", meta)
-    record = {**meta, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind,
-              "env": environment(dev)}
-    _write_json(out / "metrics.json", record)
+    record = {**meta, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind, "env": environment(dev)}
+    write_json_atomic(out / "metrics.json", record)
     print(json.dumps(_round(metrics)))
     print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
     return 0
@@ -136,8 +144,9 @@ def cmd_eval(args) -> int:
     fi = torch.tensor(meta["forget_idx"]) if "forget_idx" in meta else None
     metrics = evaluate(model, task, fi, device=dev)
     if args.out:
-        _write_json(Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(),
-                                     "metrics": metrics})
+        write_json_atomic(
+            Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(), "metrics": metrics}
+        )
     print(json.dumps(_round(metrics)))
     return 0
 
@@ -180,13 +189,34 @@ def read_index_file(path: str | Path) -> torch.Tensor:
     return torch.tensor(vals, dtype=torch.int64)
 
 
+def unlearn_cell(
+    meta: dict, profile, task, method: str, rate: float | None, sets: dict, shortcuts: dict, steps: int | None = None
+):
+    """The :class:`~rem.bench.grid.Cell` that ``rem unlearn`` runs on a checkpoint: the same one (same key,
+    same settings from :func:`rem.run.method_settings`) that ``rem bench`` would run at this rate."""
+    from dataclasses import replace
+
+    from rem.bench.grid import Cell
+
+    if steps is not None:  # as `rem bench --steps`: the profile's unlearning budget
+        profile = replace(profile, unlearn=replace(profile.unlearn, steps=steps))
+    seed = int(meta.get("seed", task.config.seed))
+    ptype = meta.get("pretrain_type") or "capacity-0.5"
+    from rem.run import method_settings
+
+    settings = method_settings(method, profile, seed, sets, shortcuts)
+    return Cell(
+        method, ptype, task.kind, None if rate is None else float(rate), seed, profile, tuple(sorted(settings.items()))
+    )
+
+
 def cmd_unlearn(args) -> int:
-    from rem.api import unlearn
     from rem.checkpoint import load_checkpoint, save_checkpoint
     from rem.methods import get_method
     from rem.metrics import evaluate
     from rem.paths import check_output_dir
-    from rem.runtime import environment, measure, pick_device
+    from rem.run import shortcut_settings, unlearn_and_record
+    from rem.runtime import pick_device
 
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")
@@ -197,48 +227,60 @@ def cmd_unlearn(args) -> int:
         raise RemError(f"--out {out} would overwrite the starting checkpoint {args.checkpoint}; choose another folder")
     existing = [p.name for p in (out_model, out_metrics) if p.exists()]
     if existing and not args.overwrite:
-        raise RemError(f"{out} already holds a result ({', '.join(existing)}); give --overwrite to replace it, "
-                       "or another --out")
+        raise RemError(
+            f"{out} already holds a result ({', '.join(existing)}); give --overwrite to replace it, or another --out"
+        )
     model, meta = load_checkpoint(args.checkpoint, dev)
     profile, task = _task_from(meta, args.data_dir, not args.no_download)
     forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_index_file(args.forget_file)
     forget_idx = task.check_forget_idx(forget_idx, within_corrupt=args.within_corrupt)
-    overrides = {"steps": profile.unlearn.steps, "lr": profile.unlearn.lr,
-                 "batch_size": profile.unlearn.batch_size, "optimizer": profile.unlearn.optimizer,
-                 "weight_decay": profile.unlearn.weight_decay}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.expand_ratio is not None:
-        overrides["expand_ratio"] = args.expand_ratio
-    if args.soft_mask:
-        overrides["soft_mask"] = True
-    overrides.update(_parse_set(args.set, args.method))
-    get_method(args.method, **overrides)  # validate the config before any work
+    shortcuts = shortcut_settings(expand_ratio=args.expand_ratio)
+    cell = unlearn_cell(
+        meta,
+        profile,
+        task,
+        args.method,
+        args.rate,
+        {args.method: _parse_set(args.set, args.method)},
+        shortcuts,
+        args.steps,
+    )
+    get_method(cell.method, **cell.overrides)  # validate the config before any work
     print(f"{args.method}: |D_f|={len(forget_idx)} of |D_c|={len(task.corrupt_idx)}, task {task.kind}", flush=True)
-    with measure(dev) as m:
-        healed = unlearn(model, task, forget_idx, args.method, device=dev, pretrain_type=meta.get("pretrain_type"),
-                         pretrain_recipe=profile.pretrain, progress=not args.quiet, **overrides)
-    metrics = evaluate(healed, task, forget_idx, device=dev)
+    result, record = unlearn_and_record(
+        cell, model, task, forget_idx, start_meta=meta, device=dev, progress=not args.quiet
+    )
     before = evaluate(model, task, forget_idx, device=dev)
-    new_meta = {**meta, "method": args.method, "method_config": get_method(args.method, **overrides).config.as_dict(),
-                "forget_idx": forget_idx.tolist(), "split_hash": task.split_hash(forget_idx), "metrics": metrics}
-    save_checkpoint(healed, out_model, new_meta)
-    _write_json(out_metrics, {"method": args.method, "metrics": metrics, "before": before,
-                                       "history": getattr(healed, "history", []), "wall_s": m.wall_s,
-                                       "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind,
-                                       "split_hash": new_meta["split_hash"], "env": environment(dev),
-                                       "method_config": new_meta["method_config"]})
+    new_meta = {
+        **meta,
+        "method": args.method,
+        "method_config": record["method_config"],
+        "forget_idx": forget_idx.tolist(),
+        "split_hash": record["split_hash"],
+        "metrics": record["metrics"],
+    }
+    save_checkpoint(result.model, out_model, new_meta)
+    write_json_atomic(out_metrics, {**record, "before": before})
     print("before:", json.dumps(_round(before)))
-    print("after: ", json.dumps(_round(metrics)))
-    print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
+    print("after: ", json.dumps(_round(record["metrics"])))
+    print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({record['wall_s']:.0f} s)")
     return 0
 
 
 def cmd_methods(args) -> int:
-    from rem.methods import REGISTRY
+    from rem.methods import REGISTRY, get_method, method_names, settings_help
 
+    if args.settings:
+        cls = type(get_method(args.settings))  # refuses an unknown name
+        print(f"{cls.name}: {cls.summary}  [uses {cls.uses}]")
+        print(f"settings (rem unlearn --set KEY=VALUE, rem bench --set {cls.name}.KEY=VALUE):")
+        rows = settings_help(cls.config_cls)
+        width = max(len(n) for n, *_ in rows)
+        for name, tp, default, text in rows:
+            print(f"  {name:<{width}}  {text} ({tp}; default {default!r})")
+        return 0
     width = max(len(n) for n in REGISTRY)
-    for name in sorted(REGISTRY):
+    for name in method_names():
         cls = REGISTRY[name]
         print(f"{name:<{width}}  {cls.summary}  [uses {cls.uses}]")
     return 0
@@ -251,79 +293,150 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="rem", description="Corrective machine unlearning of image classifiers "
-                                 "with REM (Redirection for Erasing Memory) and its baselines.")
+    ap = OneLineParser(
+        prog="rem",
+        description="Corrective machine unlearning of image classifiers "
+        "with REM (Redirection for Erasing Memory) and its baselines.",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p, data=True):
         if data:
-            p.add_argument("--data-dir", default=None, help="folder holding the data sets (default: "
-                           "$REM_DATA_DIR, else ~/.cache/rem/data; CIFAR-10 is downloaded there if missing)")
-            p.add_argument("--no-download", action="store_true",
-                           help="never download a missing data set; fail with an error instead")
-        p.add_argument("--device", default="auto",
-                       help="compute device: auto (CUDA if available), cpu, cuda, cuda:1 (default auto)")
-        p.add_argument("--quiet", action="store_true",
-                       help="no progress bars (they are drawn only when stderr is a terminal anyway)")
+            p.add_argument(
+                "--data-dir",
+                default=None,
+                help="folder holding the data sets (default: "
+                "$REM_DATA_DIR, else ~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
+            )
+            p.add_argument(
+                "--no-download",
+                action="store_true",
+                help="never download a missing data set; fail with an error instead",
+            )
+        p.add_argument(
+            "--device",
+            default="auto",
+            help="compute device: auto (CUDA if available), cpu, cuda, cuda:1 (default auto)",
+        )
+        p.add_argument(
+            "--quiet",
+            action="store_true",
+            help="no progress bars (they are drawn only when stderr is a terminal anyway)",
+        )
 
-    p = sub.add_parser("train", help="pretrain a starting model on a corrupted data set",
-                       description="Pretrain a model on a data set with one corruption task applied; writes "
-                                   "OUT/model.safetensors and OUT/metrics.json.")
+    p = sub.add_parser(
+        "train",
+        help="pretrain a starting model on a corrupted data set",
+        description="Pretrain a model on a data set with one corruption task applied; writes "
+        "OUT/model.safetensors and OUT/metrics.json.",
+    )
     p.add_argument("--profile", default="cpu", help="settings profile: smoke, cpu, paper, paper-vit (default cpu)")
-    p.add_argument("--dataset", default=None,
-                   help="override the profile's data set: cifar10, svhn, generated (default: the profile's)")
-    p.add_argument("--task", default="poison", choices=["poison", "interclass", "random"],
-                   help=TASK_HELP + " (default poison)")
-    p.add_argument("--pretrain-type", default="capacity-0.5", choices=["capacity-0.5", "etd", "full"],
-                   help="capacity-0.5: half-width network (REM expands it); etd: Example-Tied Dropout; "
-                        "full: an ordinary network (default capacity-0.5)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the corruption, the split and the initialisation (default 0)")
-    p.add_argument("--n-corrupt", type=int_at_least(1), default=None,
-                   help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)")
-    p.add_argument("--steps", type=int_at_least(1), default=None,
-                   help="override the number of pretraining steps, >= 1 (default: the profile's)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="override the profile's data set: cifar10, svhn, generated (default: the profile's)",
+    )
+    p.add_argument(
+        "--task", default="poison", choices=["poison", "interclass", "random"], help=TASK_HELP + " (default poison)"
+    )
+    p.add_argument(
+        "--pretrain-type",
+        default="capacity-0.5",
+        choices=["capacity-0.5", "etd", "full"],
+        help="capacity-0.5: half-width network (REM expands it); etd: Example-Tied Dropout; "
+        "full: an ordinary network (default capacity-0.5)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the corruption, the split and the initialisation (default 0)"
+    )
+    p.add_argument(
+        "--n-corrupt",
+        type=int_at_least(1),
+        default=None,
+        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int_at_least(1),
+        default=None,
+        help="override the number of pretraining steps, >= 1 (default: the profile's)",
+    )
     p.add_argument("--out", required=True, help="output folder (checked before any work)")
     common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="metrics of a checkpoint on its task (or another task)",
-                       description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr.")
+    p = sub.add_parser(
+        "eval",
+        help="metrics of a checkpoint on its task (or another task)",
+        description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr.",
+    )
     p.add_argument("--checkpoint", required=True, help="a .safetensors file written by rem")
-    p.add_argument("--task", default=None, choices=["poison", "interclass", "random"],
-                   help="evaluate on this task instead of the checkpoint's own (default: its own)")
+    p.add_argument(
+        "--task",
+        default=None,
+        choices=["poison", "interclass", "random"],
+        help="evaluate on this task instead of the checkpoint's own (default: its own)",
+    )
     p.add_argument("--out", default=None, help="write the metrics to this JSON file (default: print only)")
     common(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("unlearn", help="heal a checkpoint given the discovered corrupted indices",
-                       description="Run an unlearning method on a checkpoint: the discovered set D_f is the "
-                                   "task's own at --rate, or the indices in --forget-file.")
+    p = sub.add_parser(
+        "unlearn",
+        help="heal a checkpoint given the discovered corrupted indices",
+        description="Run an unlearning method on a checkpoint: the discovered set D_f is the "
+        "task's own at --rate, or the indices in --forget-file.",
+    )
     p.add_argument("--checkpoint", required=True, help="the starting model (.safetensors written by rem train)")
     p.add_argument("--method", default="rem", help="unlearning method (see `rem methods`; default rem)")
-    p.add_argument("--rate", type=rate_type, default=None,
-                   help="discovery rate |D_f|/|D_c| in (0, 1]: D_f is the task's own discovered set at this rate")
-    p.add_argument("--forget-file", default=None,
-                   help="file of discovered training indices (integers, whitespace/comma separated, or a JSON "
-                        "list); give it or --rate")
-    p.add_argument("--within-corrupt", action="store_true",
-                   help="refuse indices outside the task's corrupted set (a check for benchmark use)")
+    p.add_argument(
+        "--rate",
+        type=rate_type,
+        default=None,
+        help="discovery rate |D_f|/|D_c| in (0, 1]: D_f is the task's own discovered set at this rate",
+    )
+    p.add_argument(
+        "--forget-file",
+        default=None,
+        help="file of discovered training indices (integers, whitespace/comma separated, or a JSON "
+        "list); give it or --rate",
+    )
+    p.add_argument(
+        "--within-corrupt",
+        action="store_true",
+        help="refuse indices outside the task's corrupted set (a check for benchmark use)",
+    )
     p.add_argument("--steps", type=int_at_least(0), default=None, help="step budget, >= 0 (default: the profile's)")
-    p.add_argument("--expand-ratio", type=float, default=None,
-                   help="REM: extra capacity as a ratio r=|θ_o2|/|θ_o1| of each block's width, in (0, 8] "
-                        "(default 1, the paper's)")
-    p.add_argument("--soft-mask", action="store_true", help="REM: soft per-sample masks in [0, 1] instead of 0/1")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="any other method setting, parsed by its type, e.g. --set beta=0.5 --set remove_term=false "
-                        "(repeatable; `rem methods` lists the methods)")
-    p.add_argument("--out", required=True,
-                   help="output folder for the healed model.safetensors and metrics.json (checked before any work; "
-                        "never the starting checkpoint's file)")
+    p.add_argument(
+        "--expand-ratio",
+        type=float,
+        default=None,
+        help="REM: extra capacity as a ratio r=|θ_o2|/|θ_o1| of each block's width, in (0, 8] (default 1, the paper's)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other method setting, parsed by its type, e.g. --set beta=0.5 --set remove_term=false "
+        "(repeatable; `rem methods` lists the methods)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder for the healed model.safetensors and metrics.json (checked before any work; "
+        "never the starting checkpoint's file)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a result already in --out")
     common(p)
     p.set_defaults(func=cmd_unlearn)
 
-    p = sub.add_parser("methods", help="list the registered unlearning methods")
+    p = sub.add_parser("methods", help="list the registered unlearning methods, or one method's settings")
+    p.add_argument(
+        "--settings",
+        metavar="NAME",
+        default=None,
+        help="print every setting of method NAME with its help text, type and default",
+    )
     p.set_defaults(func=cmd_methods)
 
     try:
@@ -334,10 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover
         pass
 
-    p = sub.add_parser("demo", help="the main job: REM against the strongest baselines on CIFAR-10 (cpu profile)",
-                       description="Pretrain on the cpu profile of CIFAR-10 and compare REM with baselines.")
-    p.add_argument("--run-dir", default="runs/demo",
-                   help="folder of the demo's results store and report (default runs/demo)")
+    p = sub.add_parser(
+        "demo",
+        help="the main job: REM against the strongest baselines on CIFAR-10 (cpu profile)",
+        description="Pretrain on the cpu profile of CIFAR-10 and compare REM with baselines.",
+    )
+    p.add_argument(
+        "--run-dir", default="runs/demo", help="folder of the demo's results store and report (default runs/demo)"
+    )
     p.add_argument("--profile", default="cpu", help="settings profile (default cpu; smoke for a quick look)")
     common(p)
     p.set_defaults(func=cmd_demo)

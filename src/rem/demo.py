@@ -29,8 +29,9 @@ def run_demo(args) -> int:
     grid = Grid(profile=name, methods=DEMO_METHODS, tasks=("poison",), rates=(0.5,), seeds=(0,))
     run_dir = check_output_dir(Path(args.run_dir), "run folder")
     pick_device(args.device)
-    data = {"cifar10": "CIFAR-10", "svhn": "SVHN", "generated": "generated images"}.get(profile.dataset,
-                                                                                        profile.dataset)
+    data = {"cifar10": "CIFAR-10", "svhn": "SVHN", "generated": "generated images"}.get(
+        profile.dataset, profile.dataset
+    )
     print(f"rem demo: {data} ({name} profile), poison task, discovery rate 0.5, methods {', '.join(DEMO_METHODS)}")
     print(f"results store: {run_dir / 'results.sqlite'} (rerun to resume)", flush=True)
     summary = run_grid(grid, run_dir, device=args.device, data_dir=args.data_dir, progress=not args.quiet)
@@ -39,8 +40,10 @@ def run_demo(args) -> int:
     with ResultStore.in_run_dir(run_dir, create=False) as store:
         cells = {c.key for c in grid.cells()}
         recs = [r for r in store.records() if r["key"] in cells]
-    print("Backdoor attack success rate (ASR: share of triggered test images of another class predicted as the "
-          "attacker's label; lower is better):")
+    print(
+        "Backdoor attack success rate (ASR: share of triggered test images of another class predicted as the "
+        "attacker's label; lower is better):"
+    )
     start = next((r.get("start_metrics") or {} for r in recs), {})
     if start.get("asr") is not None:
         print(f"  {'starting model':<16} {start['asr']:6.1f} %")

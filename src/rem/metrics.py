@@ -1,4 +1,5 @@
-"""The metrics of SPEC §2, always of the deployed model (``drop`` mode) on non-augmented images.
+"""The metrics of SPEC §2, always of the deployed model (``drop`` mode) on non-augmented images; the
+test-set ones each corruption task computes itself (:meth:`rem.data.corruptions.Corruption.test_metrics`).
 
 | metric | poison | interclass | random |
 |---|---|---|---|
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from rem.data.corruptions import get_corruption
 from rem.data.loader import Batches
 from rem.data.tasks import Task
 from rem.models import CapacityNet, param_count
@@ -22,9 +24,18 @@ from rem.runtime import autocast
 
 
 @torch.no_grad()
-def predict(model: CapacityNet, images: torch.Tensor, idx: torch.Tensor | None = None, *, mode: str = "drop",
-            triggered: torch.Tensor | None = None, task: Task | None = None, keys_fn=None,
-            batch_size: int = 1000, device: torch.device | str = "cpu") -> torch.Tensor:
+def predict(
+    model: CapacityNet,
+    images: torch.Tensor,
+    idx: torch.Tensor | None = None,
+    *,
+    mode: str = "drop",
+    triggered: torch.Tensor | None = None,
+    task: Task | None = None,
+    keys_fn=None,
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Predicted classes for ``images[idx]`` (no augmentation), optionally with the task's trigger."""
     dev = torch.device(device)
     was_training = model.training
@@ -33,8 +44,9 @@ def predict(model: CapacityNet, images: torch.Tensor, idx: torch.Tensor | None =
     labels = torch.zeros(len(images), dtype=torch.int64, device=dev)
     trig = task.trigger if (task is not None and triggered is not None) else None
     preds = []
-    for x, _, bidx in Batches(images, labels, idx, batch_size=batch_size, trigger=trig, triggered=triggered,
-                              channels_last=True):
+    for x, _, bidx in Batches(
+        images, labels, idx, batch_size=batch_size, trigger=trig, triggered=triggered, channels_last=True
+    ):
         with autocast(dev):
             keys = keys_fn(bidx) if keys_fn is not None else None
             preds.append(model(x, mode=mode, keys=keys).argmax(1))
@@ -42,40 +54,45 @@ def predict(model: CapacityNet, images: torch.Tensor, idx: torch.Tensor | None =
     return torch.cat(preds).cpu() if preds else torch.zeros(0, dtype=torch.int64)
 
 
-def accuracy(model: CapacityNet, task: Task, idx: torch.Tensor, labels: torch.Tensor, *, mode: str = "drop",
-             device="cpu", keys_fn=None) -> float:
+def accuracy(
+    model: CapacityNet,
+    task: Task,
+    idx: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    mode: str = "drop",
+    device="cpu",
+    keys_fn=None,
+) -> float:
     """Top-1 accuracy (%) on D_tr[idx] as trained (triggers stamped) against ``labels[idx]``."""
     if len(idx) == 0:
         return float("nan")
-    p = predict(model, task.data.x_train, idx, mode=mode, triggered=task.triggered, task=task,
-                device=device, keys_fn=keys_fn)
+    p = predict(
+        model, task.data.x_train, idx, mode=mode, triggered=task.triggered, task=task, device=device, keys_fn=keys_fn
+    )
     return 100.0 * (p == labels[idx.cpu()]).float().mean().item()
 
 
-def evaluate(model: CapacityNet, task: Task, forget_idx: torch.Tensor | None = None, *,
-             device: torch.device | str = "cpu", mode: str = "drop") -> dict:
+def evaluate(
+    model: CapacityNet,
+    task: Task,
+    forget_idx: torch.Tensor | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    mode: str = "drop",
+) -> dict:
     """All SPEC §2 metrics of ``model`` on ``task`` (``forget_idx`` = D_f, for ``forget_acc``)."""
     d, cfg = task.data, task.config
     y_test = d.y_test.cpu()
-    n_test = len(y_test)
     clean = predict(model, d.x_test, mode=mode, device=device)
     test_acc = 100.0 * (clean == y_test).float().mean().item()
     healed = accuracy(model, task, task.corrupt_idx, task.y_true.cpu(), mode=mode, device=device)
     out = {"test_acc": test_acc, "healed": healed}
-    if task.kind == "poison":
-        trig = predict(model, d.x_test, mode=mode, device=device, task=task,
-                       triggered=torch.ones(n_test, dtype=torch.bool))
-        out["healed_test"] = 100.0 * (trig == y_test).float().mean().item()
-        nt = y_test != cfg.target
-        out["asr"] = 100.0 * (trig[nt] == cfg.target).float().mean().item()
-        out["utility"] = test_acc
-    elif task.kind == "interclass":
-        ab = (y_test == cfg.class_a) | (y_test == cfg.class_b)
-        out["healed_test"] = 100.0 * (clean[ab] == y_test[ab]).float().mean().item()
-        out["utility"] = 100.0 * (clean[~ab] == y_test[~ab]).float().mean().item()
-    else:
-        out["healed_test"] = test_acc
-        out["utility"] = test_acc
+
+    def predict_test(triggered: torch.Tensor | None) -> torch.Tensor:
+        return predict(model, d.x_test, mode=mode, device=device, task=task, triggered=triggered)
+
+    out.update(get_corruption(task.kind).test_metrics(cfg, y_test, clean, test_acc, predict_test))
     out["uxh"] = out["healed"] * out["utility"] / 100.0
     if forget_idx is not None and len(forget_idx):
         out["forget_acc"] = accuracy(model, task, forget_idx, task.y_train.cpu(), mode=mode, device=device)

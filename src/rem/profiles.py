@@ -48,8 +48,13 @@ class Profile:
             w = float(self.arch_kw.get("width", 1.0))
             kept = [max(2, round(c * w)) for c in BASE_WIDTHS]
             # the residual hidden layers stay at the full width whatever the pretraining type (SPEC §3)
-            return {"arch": "resnet9", "kept": kept, "extra": [0] * 4, "num_classes": num_classes,
-                    "hidden": [kept[1], kept[2]]}
+            return {
+                "arch": "resnet9",
+                "kept": kept,
+                "extra": [0] * 4,
+                "num_classes": num_classes,
+                "hidden": [kept[1], kept[2]],
+            }
         if self.arch == "vit":
             from rem.models.vit import vit
 
@@ -76,22 +81,42 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "paper": Profile("paper"),
     "paper-vit": Profile(
-        "paper-vit", dataset="svhn", arch="vit", pretrain_types=("capacity-0.5",),
-        pretrain=Recipe(steps=1440, batch_size=2048, lr=1e-4, optimizer="adam", weight_decay=0.0,
-                        horizon=0.0),
-        unlearn=Recipe(steps=360, batch_size=2048, lr=2e-5, optimizer="adam", weight_decay=0.0,
-                       horizon=0.0, warmup=0.0)),
+        "paper-vit",
+        dataset="svhn",
+        arch="vit",
+        pretrain_types=("capacity-0.5",),
+        pretrain=Recipe(steps=1440, batch_size=2048, lr=1e-4, optimizer="adam", weight_decay=0.0, horizon=0.0),
+        unlearn=Recipe(
+            steps=360, batch_size=2048, lr=2e-5, optimizer="adam", weight_decay=0.0, horizon=0.0, warmup=0.0
+        ),
+    ),
     "cpu": Profile(
-        "cpu", n_train=8000, n_test=None, image_size=16, arch_kw={"width": 1.0}, n_corrupt=160, crop_pad="reflect",
-        rates=(0.1, 0.3, 0.5, 0.7, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
+        "cpu",
+        n_train=8000,
+        n_test=None,
+        image_size=16,
+        arch_kw={"width": 1.0},
+        n_corrupt=160,
+        crop_pad="reflect",
+        rates=(0.1, 0.3, 0.5, 0.7, 1.0),
+        seeds=(0,),
+        pretrain_types=("capacity-0.5",),
         pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
-        unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0)),
+        unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0),
+    ),
     "smoke": Profile(
-        "smoke", dataset="generated", image_size=16, arch_kw={"width": 0.25},
-        n_corrupt=50, rates=(0.5, 1.0), seeds=(0,), pretrain_types=("capacity-0.5",),
+        "smoke",
+        dataset="generated",
+        image_size=16,
+        arch_kw={"width": 0.25},
+        n_corrupt=50,
+        rates=(0.5, 1.0),
+        seeds=(0,),
+        pretrain_types=("capacity-0.5",),
         pretrain=Recipe(steps=300, batch_size=64, lr=0.05),
         unlearn=Recipe(steps=64, batch_size=64, lr=0.01, horizon=0.0, warmup=0.0),
-        generated_kw={"n_train": 1000, "n_test": 300, "size": 16}),
+        generated_kw={"n_train": 1000, "n_test": 300, "size": 16},
+    ),
 }
 
 

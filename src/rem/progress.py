@@ -60,8 +60,9 @@ class StepBar:
         if self.bar is None:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=self.desc, position=self.position, leave=False,
-                            dynamic_ncols=True, unit=self.unit)
+            self.bar = tqdm(
+                total=total, desc=self.desc, position=self.position, leave=False, dynamic_ncols=True, unit=self.unit
+            )
         if total != self.bar.total:
             self.bar.total = total
         if done > self.done:

@@ -25,8 +25,10 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r}: this torch ({torch.__version__}) has no usable CUDA; "
-                              "use --device cpu (or auto), or install a CUDA build of torch")
+            raise ConfigError(
+                f"device {name!r}: this torch ({torch.__version__}) has no usable CUDA; "
+                "use --device cpu (or auto), or install a CUDA build of torch"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif dev.type not in ("cpu", "mps"):
@@ -39,10 +41,6 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
 
 
 def _rss_bytes() -> int:
@@ -108,6 +106,12 @@ def environment(device: torch.device) -> dict:
     from rem import __version__
 
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"rem": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-            "python": platform.python_version(), "device": f"{device.type}: {dev}",
-            "threads": torch.get_num_threads(), "host": platform.node()}
+    return {
+        "rem": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "device": f"{device.type}: {dev}",
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+    }

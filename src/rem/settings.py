@@ -58,77 +58,98 @@ def type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _union(value, args):
+    if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
+        return None
+    for a in args:
+        if a is type(None):
+            continue
+        try:
+            return coerce_value(value, a)
+        except _Bad:
+            pass
+    raise _Bad
+
+
+def _literal(value, args):
+    for a in args:
+        try:
+            v = coerce_value(value, type(a))
+        except _Bad:
+            continue
+        if v == a:
+            return a
+    raise _Bad
+
+
+def _tuple(value, args):
+    if isinstance(value, str):
+        value = [s for s in value.split(",") if s.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise _Bad
+    item = args[0] if args else Any
+    return tuple(coerce_value(v, item) for v in value)
+
+
+def _bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Bad
+
+
+def _int(value):
+    if isinstance(value, bool):
+        raise _Bad
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip(), 10)
+        except ValueError:
+            raise _Bad from None
+    raise _Bad
+
+
+def _float(value):
+    if isinstance(value, bool):
+        raise _Bad
+    if isinstance(value, (int, float)):
+        v = float(value)
+    elif isinstance(value, str):
+        try:
+            v = float(value.strip())
+        except ValueError:
+            raise _Bad from None
+    else:
+        raise _Bad
+    if not math.isfinite(v):
+        raise _Bad
+    return v
+
+
+def _str(value):
+    if isinstance(value, str):
+        return value
+    raise _Bad
+
+
+_GENERIC = {Union: _union, types.UnionType: _union, Literal: _literal, tuple: _tuple}
+_PLAIN = {bool: _bool, int: _int, float: _float, str: _str}
+
+
 def coerce_value(value, tp):
     """``value`` converted to the type hint ``tp``; raises ValueError-like ``_Bad`` when it is not one."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower()
-                                                       in ("none", "null"))):
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return coerce_value(value, a)
-            except _Bad:
-                pass
-        raise _Bad
-    if origin is Literal:
-        for a in args:
-            try:
-                v = coerce_value(value, type(a))
-            except _Bad:
-                continue
-            if v == a:
-                return a
-        raise _Bad
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [s for s in value.split(",") if s.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise _Bad
-        item = args[0] if args else Any
-        return tuple(coerce_value(v, item) for v in value)
+    if origin in _GENERIC:
+        return _GENERIC[origin](value, args)
     if tp is Any:
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise _Bad
-    if tp is int:
-        if isinstance(value, bool):
-            raise _Bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip(), 10)
-            except ValueError:
-                raise _Bad from None
-        raise _Bad
-    if tp is float:
-        if isinstance(value, bool):
-            raise _Bad
-        if isinstance(value, (int, float)):
-            v = float(value)
-        elif isinstance(value, str):
-            try:
-                v = float(value.strip())
-            except ValueError:
-                raise _Bad from None
-        else:
-            raise _Bad
-        if not math.isfinite(v):
-            raise _Bad
-        return v
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Bad
+    if tp in _PLAIN:
+        return _PLAIN[tp](value)
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise _Bad

@@ -12,7 +12,6 @@ then linear decay towards 0 at a horizon of 1.25 × steps. ViT: Adam, constant l
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -92,10 +91,20 @@ def train_mode(ptype: str) -> str:
     return "mask" if ptype == "etd" else "drop"
 
 
-def fit(model: CapacityNet, task: Task, idx: torch.Tensor | None, recipe: Recipe, *,
-        mode: str = "drop", device: torch.device | str = "cpu", seed: int = 0,
-        params=None, progress: bool = False, desc: str = "train",
-        on_step: Callable[[int, int, object], None] | None = None) -> CapacityNet:
+def fit(
+    model: CapacityNet,
+    task: Task,
+    idx: torch.Tensor | None,
+    recipe: Recipe,
+    *,
+    mode: str = "drop",
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    params=None,
+    progress: bool = False,
+    desc: str = "train",
+    on_step: Callable[[int, int, object], None] | None = None,
+) -> CapacityNet:
     """Minimise cross-entropy on D_tr[idx] (labels as trained) for ``recipe.steps`` steps.
 
     In ``mask`` mode each sample goes through its own fixed mask (ETD). ``params`` restricts the
@@ -107,8 +116,14 @@ def fit(model: CapacityNet, task: Task, idx: torch.Tensor | None, recipe: Recipe
     dev = torch.device(device)
     model.to(dev).train()
     opt = make_optimizer(model.parameters() if params is None else params, recipe)
-    batches = train_batches(task, idx, device=dev, batch_size=recipe.batch_size, seed=seed,
-                            drop_last=len(idx if idx is not None else task.y_train) > recipe.batch_size)
+    batches = train_batches(
+        task,
+        idx,
+        device=dev,
+        batch_size=recipe.batch_size,
+        seed=seed,
+        drop_last=len(idx if idx is not None else task.y_train) > recipe.batch_size,
+    )
     bar = StepBar(desc, bars_enabled(progress))
     report = chain(on_step, bar)
     step = 0
@@ -131,9 +146,17 @@ def fit(model: CapacityNet, task: Task, idx: torch.Tensor | None, recipe: Recipe
     return model.eval()
 
 
-def pretrain(task: Task, arch_spec: dict, ptype: str, recipe: Recipe, *, device: torch.device | str = "cpu",
-             seed: int = 0, progress: bool = False,
-             on_step: Callable[[int, int, object], None] | None = None) -> CapacityNet:
+def pretrain(
+    task: Task,
+    arch_spec: dict,
+    ptype: str,
+    recipe: Recipe,
+    *,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+    on_step: Callable[[int, int, object], None] | None = None,
+) -> CapacityNet:
     """Train a starting model of pretraining type ``ptype`` on all of D_tr as corrupted.
 
     ``on_step(done, total, loss)`` is called after every step; ``progress`` draws a bar.
@@ -143,9 +166,15 @@ def pretrain(task: Task, arch_spec: dict, ptype: str, recipe: Recipe, *, device:
         model = build_model(pretrain_spec(arch_spec, ptype))
     dev = torch.device(device)
     model = model.to(memory_format=torch.channels_last)  # faster on CUDA and on CPU (measured ~12 %)
-    return fit(model, task, None, recipe, mode=train_mode(ptype), device=dev, seed=seed,
-               progress=progress, desc=f"pretrain {ptype}", on_step=on_step)
-
-
-def epochs_to_steps(epochs: float, n: int, batch_size: int) -> int:
-    return max(1, math.ceil(epochs * n / batch_size))
+    return fit(
+        model,
+        task,
+        None,
+        recipe,
+        mode=train_mode(ptype),
+        device=dev,
+        seed=seed,
+        progress=progress,
+        desc=f"pretrain {ptype}",
+        on_step=on_step,
+    )

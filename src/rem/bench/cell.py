@@ -26,8 +26,8 @@ from pathlib import Path
 
 from rem.bench.grid import Cell, start_key
 from rem.bench.store import ResultStore, dumps
-from rem.data.tasks import REGULARITY
 from rem.errors import CheckpointError
+from rem.paths import write_atomic
 from rem.profiles import Profile
 
 MODELS_DIR = "models"
@@ -80,8 +80,7 @@ def _data(profile: Profile, data_dir):
 
     p = profile.as_dict()
     key = json.dumps(
-        {k: p[k] for k in ("dataset", "n_train", "n_test", "image_size", "generated_kw")}
-        | {"data_dir": str(data_dir)},
+        {k: p[k] for k in ("dataset", "n_train", "n_test", "image_size", "generated_kw")} | {"data_dir": str(data_dir)},
         sort_keys=True,
         default=str,
     )
@@ -207,21 +206,6 @@ def pretrain_start_bytes(spec: StartSpec, *, device="auto", data_dir=None) -> tu
         return p.read_bytes(), rec
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def _start_file(spec: StartSpec, run_dir, start: bytes | None) -> Path:
     if start is None:
         if run_dir is None:
@@ -230,7 +214,7 @@ def _start_file(spec: StartSpec, run_dir, start: bytes | None) -> Path:
     # a per-worker cache of the bytes sent by the driver (written once per process and model)
     p = Path(tempfile.gettempdir()) / f"rem-starts-{os.getuid()}" / spec.filename()
     if not p.is_file() or p.stat().st_size != len(start):
-        write_bytes_atomic(p, start)
+        write_atomic(p, start)
     return p
 
 
@@ -255,9 +239,8 @@ def run_cell(
     the method's history. ``on_step(done, total, loss)`` is called after each of the method's steps.
     """
     from rem.checkpoint import load_checkpoint
-    from rem.methods import Context, get_method
-    from rem.metrics import evaluate
-    from rem.runtime import environment, measure, pick_device
+    from rem.run import unlearn_and_record
+    from rem.runtime import pick_device
 
     dev = pick_device(device)
     spec = StartSpec.of(cell)
@@ -270,41 +253,10 @@ def run_cell(
             f"starting model {spec.filename()} was trained on another split "
             f"({meta.get('split_hash')} vs {task.split_hash()}): has the data changed?"
         )
-    forget_idx = task.forget_idx(cell.rate)
-    method = get_method(cell.method, **cell.overrides)
-    ctx = Context(
-        device=dev, pretrain_type=cell.pretrain_type, pretrain_recipe=cell.profile.pretrain, progress=progress,
-        on_step=on_step,
+    _, record = unlearn_and_record(
+        cell, model, task, task.forget_idx(cell.rate), start_meta=meta, device=dev, progress=progress, on_step=on_step
     )
-    with measure(dev) as m:
-        healed = method.unlearn(model, task, forget_idx, ctx)
-    metrics = evaluate(healed, task, forget_idx, device=dev)
-    config = cell.config()
-    record = {
-        "key": cell.key,
-        "method": cell.method,
-        "pretrain_type": cell.pretrain_type,
-        "task": cell.task,
-        "regularity": REGULARITY[cell.task],
-        "rate": cell.rate,
-        "seed": cell.seed,
-        "metrics": metrics,
-        "params": metrics["params"],
-        "n_forget": len(forget_idx),
-        "n_corrupt": len(task.corrupt_idx),
-        "split_hash": task.split_hash(forget_idx),
-        "start_key": spec.key,
-        "start_metrics": meta.get("metrics"),
-        "config": config,
-        "method_config": method.config.as_dict(),
-        "wall_s": m.wall_s,
-        "peak_mem_mb": m.peak_mem_mb,
-        "mem_kind": m.mem_kind,
-        "env": environment(dev),
-        "history": getattr(healed, "history", []),
-        "finished_at": time.time(),
-    }
-    return json.loads(dumps(record))  # plain JSON types only (tensors in histories become lists)
+    return record
 
 
 def run_cell_to_file(cell: Cell, run_dir: str | Path, *, device="auto", data_dir=None) -> dict:
@@ -314,7 +266,7 @@ def run_cell_to_file(cell: Cell, run_dir: str | Path, *, device="auto", data_dir
     moves these files into the store (:func:`ingest_incoming`), so a record survives a dead driver.
     """
     rec = run_cell(cell, run_dir, device=device, data_dir=data_dir)
-    write_bytes_atomic(Path(run_dir) / INCOMING_DIR / f"{cell.key}.json", dumps(rec).encode())
+    write_atomic(Path(run_dir) / INCOMING_DIR / f"{cell.key}.json", dumps(rec).encode())
     return rec
 
 

@@ -64,17 +64,12 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "pretrain_types, dataset, width, n_corrupt, steps, pretrain_steps, expand_ratio, "
         "exclude_methods, settings); options given here override it",
     )
-    g.add_argument(
-        "--methods", default=None, help="comma-separated methods, or 'all' (default: all registered)"
-    )
-    g.add_argument(
-        "--exclude-methods", default=None, help="comma-separated methods to leave out, e.g. retrain"
-    )
+    g.add_argument("--methods", default=None, help="comma-separated methods, or 'all' (default: all registered)")
+    g.add_argument("--exclude-methods", default=None, help="comma-separated methods to leave out, e.g. retrain")
     g.add_argument(
         "--tasks",
         default=None,
-        help="comma-separated tasks: poison (high regularity), interclass (medium), random (low); "
-        "default all three",
+        help="comma-separated tasks: poison (high regularity), interclass (medium), random (low); default all three",
     )
     g.add_argument(
         "--rates", default=None, help="comma-separated discovery rates, each in (0, 1] (default: the profile's)"
@@ -85,41 +80,50 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="comma-separated pretraining types: capacity-0.5, etd, full (default: the profile's)",
     )
+    g.add_argument("--dataset", default=None, help="override the profile's data set: cifar10, svhn, generated")
     g.add_argument(
-        "--dataset", default=None, help="override the profile's data set: cifar10, svhn, generated"
-    )
-    g.add_argument("--width", type=float, default=None,
-                   help="override the ResNet-9 width multiplier (default: the profile's)")
-    g.add_argument(
-        "--n-corrupt", type=_int_at_least(1), default=None,
-        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)"
+        "--width", type=float, default=None, help="override the ResNet-9 width multiplier (default: the profile's)"
     )
     g.add_argument(
-        "--steps", type=_int_at_least(1), default=None,
-        help="override the unlearning step budget of every method, >= 1 (default: the profile's)"
+        "--n-corrupt",
+        type=_int_at_least(1),
+        default=None,
+        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)",
     )
     g.add_argument(
-        "--pretrain-steps", type=_int_at_least(1), default=None,
-        help="override the number of pretraining steps, >= 1 (default: the profile's)"
+        "--steps",
+        type=_int_at_least(1),
+        default=None,
+        help="override the unlearning step budget of every method, >= 1 (default: the profile's)",
+    )
+    g.add_argument(
+        "--pretrain-steps",
+        type=_int_at_least(1),
+        default=None,
+        help="override the number of pretraining steps, >= 1 (default: the profile's)",
     )
     g.add_argument(
         "--expand-ratio",
         type=float,
         default=None,
-        help="REM (and variants): extra capacity ratio r = |θ_o2|/|θ_o1| in (0, 8] (default 1, the paper's)",
+        help="shortcut of --set expand_ratio=R for REM and its variants: extra capacity ratio "
+        "r = |θ_o2|/|θ_o1| in (0, 8] (default 1, the paper's)",
     )
     g.add_argument(
         "--set",
         action="append",
         metavar="[METHOD.]KEY=VALUE",
         help="another method setting, parsed by its type, for one method (rem.beta=0.5) or every method of "
-        "the grid that has it (alpha=0.1; refused if none has it); repeatable",
+        "the grid that has it (alpha=0.1; refused if none has it); repeatable; `rem methods --settings NAME` "
+        "lists a method's settings",
     )
+    g.add_argument("--dry-run", action="store_true", help="list the cells and how many are stored; run nothing")
     g.add_argument(
-        "--dry-run", action="store_true", help="list the cells and how many are stored; run nothing"
+        "--limit",
+        type=_int_at_least(0),
+        default=None,
+        help="run at most this many of the missing cells, >= 0 (default: all)",
     )
-    g.add_argument("--limit", type=_int_at_least(0), default=None,
-                   help="run at most this many of the missing cells, >= 0 (default: all)")
 
     e = p.add_argument_group("execution")
     e.add_argument(
@@ -154,14 +158,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         help="submitit back end: slurm (default when sbatch is found) or local processes",
     )
     e.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    e.add_argument(
-        "--slurm-timeout-min", type=int, default=240, help="time limit of each job in minutes (default 240)"
-    )
+    e.add_argument("--slurm-timeout-min", type=int, default=240, help="time limit of each job in minutes (default 240)")
     e.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job (default 4)")
     e.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
-    e.add_argument(
-        "--slurm-mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)"
-    )
+    e.add_argument("--slurm-mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)")
     e.add_argument(
         "--slurm-array-parallelism",
         type=int,
@@ -175,15 +175,12 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         help="folder holding the data sets (default: $REM_DATA_DIR, else "
         "~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
     )
-    e.add_argument(
-        "--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1"
-    )
-    e.add_argument(
-        "--fail-fast", action="store_true", help="stop at the first failed cell (default: record it, go on)"
-    )
+    e.add_argument("--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1")
+    e.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell (default: record it, go on)")
     e.add_argument("--no-report", action="store_true", help="do not build the report at the end")
-    e.add_argument("--quiet", action="store_true",
-                   help="no progress bars (they are drawn only when stderr is a terminal anyway)")
+    e.add_argument(
+        "--quiet", action="store_true", help="no progress bars (they are drawn only when stderr is a terminal anyway)"
+    )
     p.set_defaults(func=cmd_bench)
     return p
 
@@ -199,17 +196,26 @@ def add_report_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--run-dir", required=True, help="run folder written by `rem bench`")
     p.add_argument("--out", default=None, help="output folder (default <run-dir>/report)")
+    p.add_argument("--methods", default=None, help="comma-separated methods to include (default all in the store)")
     p.add_argument(
-        "--methods", default=None, help="comma-separated methods to include (default all in the store)"
-    )
-    p.add_argument(
-        "--pretrain-types", default=None,
+        "--pretrain-types",
+        default=None,
         help="comma-separated pretraining types to include, e.g. capacity-0.5 (default all in the store)",
     )
     p.add_argument(
-        "--expand-ratio", type=float, default=None,
-        help="only cells of this REM extra-capacity ratio (and methods without one), e.g. 1 to leave out "
-        "the cells benchmarks/capacity_ratio.py adds to a run folder (default all)",
+        "--set",
+        action="append",
+        metavar="[METHOD.]KEY=VALUE",
+        help="only cells whose method has this setting at this value (methods without the setting pass), "
+        "for one method (rem.beta=0.5) or every method that has it (expand_ratio=1); repeatable",
+    )
+    p.add_argument(
+        "--expand-ratio",
+        type=float,
+        default=None,
+        help="shortcut of --set expand_ratio=R: only cells of this REM extra-capacity ratio (and methods "
+        "without one), e.g. 1 to leave out the cells benchmarks/capacity_ratio.py adds to a run folder "
+        "(default all)",
     )
     p.add_argument(
         "--metrics",
@@ -309,14 +315,22 @@ def cmd_report(args) -> int:
     from rem.bench.grid import parse_list
     from rem.paths import check_output_dir
     from rem.report import build_report
+    from rem.run import shortcut_settings
 
     if args.out:
         check_output_dir(args.out, "report folder")
     metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
     methods = list(parse_list(args.methods) or ()) or None
-    rep = build_report(args.run_dir, args.out, metrics=tuple(metrics), methods=methods,
-                       pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
-                       expand_ratio=args.expand_ratio)
+    where = parse_settings(args.set)
+    where["*"] = {**shortcut_settings(expand_ratio=args.expand_ratio), **where.get("*", {})}
+    rep = build_report(
+        args.run_dir,
+        args.out,
+        metrics=tuple(metrics),
+        methods=methods,
+        pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
+        where={m: s for m, s in where.items() if s} or None,
+    )
     sys.stdout.write(rep.table_md.read_text())
     if rep.warning:
         print(rep.warning, file=sys.stderr)

@@ -10,12 +10,13 @@ task's config, the method's resolved settings), so a cell's :attr:`Cell.key` —
 configuration — names exactly one computation. The results store is keyed by it: rerunning a grid
 skips the cells whose key already has a record, and changing any setting makes new keys.
 
-**Default methods: every registered method** (``rem methods`` lists them), in the order of
-:data:`DEFAULT_ORDER` then any others alphabetically. Defaults for everything else come from the
-profile. Every method gets the profile's unlearning recipe (steps, lr, batch size, optimiser, weight
-decay, momentum) and the cell's seed; ``expand_ratio`` goes to the methods that have that setting (REM
-and its variants); ``settings`` sets any other method field, for all methods that have it
-(``{"*": {"beta": 0.5}}``) or for one (``{"scrub": {"alpha": 0.1}}``).
+**Default methods: every registered method** (``rem methods`` lists them), in their own order
+(:func:`rem.methods.method_names`). Defaults for everything else come from the profile. A method's
+settings come from :func:`rem.run.method_settings`, the same function ``rem unlearn`` uses: the
+profile's unlearning recipe and the cell's seed, then ``settings`` — any method field, for all methods
+that have it (``{"*": {"beta": 0.5}}``) or for one (``{"scrub": {"alpha": 0.1}}``). ``expand_ratio``
+is the documented shortcut of ``{"*": {"expand_ratio": r}}`` (:data:`rem.run.SHORTCUTS`) that, unlike
+``"*"``, is no error when no method of the grid has it.
 
 A grid can be read from a JSON or TOML file whose keys are the fields of :class:`Grid` (dashes or
 underscores), e.g.::
@@ -39,36 +40,8 @@ from pathlib import Path
 from rem.data.tasks import KINDS, TaskConfig
 from rem.errors import ConfigError
 from rem.profiles import Profile, get_profile
+from rem.run import config_fields, method_settings, shortcut_settings
 from rem.train import PRETRAIN_TYPES
-
-#: Order of methods in reports and grids when all are run (then any other registered method, sorted).
-DEFAULT_ORDER = (
-    "none",
-    "rem",
-    "rem-ideal",
-    "rem-no-remove",
-    "npo",
-    "ascent",
-    "retrain",
-    "finetune",
-    "cf-2",
-    "cf-4",
-    "eu-2",
-    "eu-4",
-    "scrub",
-    "badt",
-    "ssd",
-    "potion",
-    "salun",
-)
-
-
-def registered_methods() -> list[str]:
-    """Every registered method, in :data:`DEFAULT_ORDER` first, then the others alphabetically."""
-    from rem.methods import REGISTRY
-
-    known = [m for m in DEFAULT_ORDER if m in REGISTRY]
-    return known + sorted(set(REGISTRY) - set(known))
 
 
 def _hash(obj) -> str:
@@ -96,12 +69,6 @@ def config_key(config: dict) -> str:
     """The key of a cell configuration (:meth:`Cell.config`), also of one stored by an older rem whose
     profile still held the grid-shape fields (so that :class:`~rem.bench.store.ResultStore` can re-key it)."""
     return _hash({**config, "profile": cell_profile_dict(config["profile"])})
-
-
-def _fields_of(method: str) -> set[str]:
-    from rem.methods import REGISTRY
-
-    return {f.name for f in dataclasses.fields(REGISTRY[method].config_cls)}
 
 
 @dataclass(frozen=True)
@@ -161,8 +128,7 @@ def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str
     for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
         p.pop(k, None)
     tc = profile.task_config(task, seed).as_dict()
-    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed,
-                  "model_layout": MODEL_LAYOUT})
+    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed, "model_layout": MODEL_LAYOUT})
 
 
 @dataclass(frozen=True)
@@ -181,7 +147,7 @@ class Grid:
     n_corrupt: int | None = None
     steps: int | None = None  # unlearning step budget
     pretrain_steps: int | None = None
-    expand_ratio: float | None = None  # REM's r = |θ_o2|/|θ_o1|, for methods that have it
+    expand_ratio: float | None = None  # shortcut of settings["*"]["expand_ratio"] (rem.run.SHORTCUTS)
     settings: dict = field(default_factory=dict)  # {"*": {...}, "<method>": {...}}: other method settings
 
     def __post_init__(self) -> None:
@@ -206,9 +172,7 @@ class Grid:
         bad = [r for r in self.rates or () if not 0 < r <= 1]
         if bad:
             raise ConfigError(f"discovery rates must be in (0, 1], got {bad}")
-        if not isinstance(self.settings, dict) or any(
-            not isinstance(v, dict) for v in self.settings.values()
-        ):
+        if not isinstance(self.settings, dict) or any(not isinstance(v, dict) for v in self.settings.values()):
             raise ConfigError("settings must map a method name (or '*') to a table of settings")
 
     # --- construction -------------------------------------------------------------------------
@@ -283,12 +247,12 @@ class Grid:
         return p.override(**kw)
 
     def method_names(self) -> list[str]:
-        from rem.methods import REGISTRY
+        from rem.methods import REGISTRY, method_names
 
-        names = registered_methods() if self.methods in (None, (), ("all",)) else list(self.methods)
+        names = method_names() if self.methods in (None, (), ("all",)) else list(self.methods)
         unknown = [m for m in names + list(self.exclude_methods) if m not in REGISTRY]
         if unknown:
-            raise ConfigError(f"unknown method(s) {unknown}; registered: {', '.join(registered_methods())}")
+            raise ConfigError(f"unknown method(s) {unknown}; registered: {', '.join(method_names())}")
         if len(set(names)) != len(names):
             raise ConfigError(f"a method is listed twice in {names}")
         names = [m for m in names if m not in self.exclude_methods]
@@ -296,34 +260,16 @@ class Grid:
             raise ConfigError("no method left to run")
         bad = sorted(set(self.settings) - set(REGISTRY) - {"*"})
         if bad:
-            raise ConfigError(
-                f"settings for unknown method(s) {bad}; registered: {', '.join(registered_methods())}"
-            )
-        has = set().union(*(_fields_of(m) for m in names))
+            raise ConfigError(f"settings for unknown method(s) {bad}; registered: {', '.join(method_names())}")
+        has = set().union(*(config_fields(m) for m in names))
         orphans = sorted(set(self.settings.get("*", {})) - has)
         if orphans:  # a setting no method of the grid has would be dropped silently
             raise ConfigError(f"no method of this grid ({', '.join(names)}) has the setting(s) {orphans}")
         return names
 
     def method_overrides(self, method: str, profile: Profile, seed: int) -> dict:
-        """The settings a method gets: the profile's unlearning recipe, the seed, then ``settings``."""
-        fields = _fields_of(method)
-        u = profile.unlearn
-        base = {
-            "steps": u.steps,
-            "lr": u.lr,
-            "batch_size": u.batch_size,
-            "optimizer": u.optimizer,
-            "weight_decay": u.weight_decay,
-            "momentum": u.momentum,
-            "seed": seed,
-        }
-        if self.expand_ratio is not None:
-            base["expand_ratio"] = float(self.expand_ratio)
-        base.update(self.settings.get("*", {}))
-        out = {k: v for k, v in base.items() if k in fields}  # only what this method has
-        out.update(self.settings.get(method, {}))  # named settings must exist (get_method checks)
-        return out
+        """The settings a method gets (:func:`rem.run.method_settings`)."""
+        return method_settings(method, profile, seed, self.settings, shortcut_settings(expand_ratio=self.expand_ratio))
 
     def cells(self) -> list[Cell]:
         """Every cell, grouped by starting model (pretraining type, task, seed), then method, then rate."""
@@ -344,11 +290,7 @@ class Grid:
                         ov = self.method_overrides(m, profile, seed)
                         get_method(m, **ov)  # validate once, before any work
                         for rate in profile.rates:
-                            out.append(
-                                Cell(
-                                    m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))
-                                )
-                            )
+                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))))
         return out
 
 

@@ -101,9 +101,7 @@ class ResultStore:
             self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
             self._check_and_init()
         except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"{self.path} is not a usable SQLite database ({e}); is it a rem results store?"
-            ) from e
+            raise StoreError(f"{self.path} is not a usable SQLite database ({e}); is it a rem results store?") from e
 
     @classmethod
     def in_run_dir(cls, run_dir: str | Path, *, create: bool = True) -> ResultStore:
@@ -127,9 +125,7 @@ class ResultStore:
             try:
                 version = int(meta.get("schema_version", ""))
             except ValueError:
-                raise StoreError(
-                    f"{self.path} has no valid schema version ({meta.get('schema_version')!r})"
-                ) from None
+                raise StoreError(f"{self.path} has no valid schema version ({meta.get('schema_version')!r})") from None
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} was written by a newer rem (results schema {version}; this "
@@ -218,15 +214,16 @@ class ResultStore:
             row = c.execute("SELECT pid, host, claimed_at FROM claims WHERE key=?", (key,)).fetchone()
             if row is not None and (row[0], row[1]) != (me, host) and self._claim_is_live(*row):
                 return False
-            c.execute("INSERT OR REPLACE INTO claims (key, pid, host, claimed_at) VALUES (?, ?, ?, ?)",
-                      (key, me, host, time.time()))
+            c.execute(
+                "INSERT OR REPLACE INTO claims (key, pid, host, claimed_at) VALUES (?, ?, ?, ?)",
+                (key, me, host, time.time()),
+            )
             return True
 
     def claimed_elsewhere(self, key: str) -> bool:
         """Whether another live process holds a claim on ``key``."""
         row = self.conn.execute("SELECT pid, host, claimed_at FROM claims WHERE key=?", (key,)).fetchone()
-        return row is not None and (row[0], row[1]) != (os.getpid(), socket.gethostname()) \
-            and self._claim_is_live(*row)
+        return row is not None and (row[0], row[1]) != (os.getpid(), socket.gethostname()) and self._claim_is_live(*row)
 
     def release(self, key: str | None = None) -> None:
         """Drop this process's claim on ``key`` (all of its claims when ``key`` is None)."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import torch
 
 from rem.data.tasks import PAD_MODES, Task, Trigger
+from rem.seeding import seeded_generator
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -63,18 +64,29 @@ class Batches:
     the ``trigger`` stamped.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor | None = None, *,
-                 batch_size: int = 512, shuffle: bool = False, augment: bool = False,
-                 trigger: Trigger | None = None, triggered: torch.Tensor | None = None,
-                 seed: int = 0, drop_last: bool = False, channels_last: bool = False,
-                 pad_mode: str = "zeros") -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        idx: torch.Tensor | None = None,
+        *,
+        batch_size: int = 512,
+        shuffle: bool = False,
+        augment: bool = False,
+        trigger: Trigger | None = None,
+        triggered: torch.Tensor | None = None,
+        seed: int = 0,
+        drop_last: bool = False,
+        channels_last: bool = False,
+        pad_mode: str = "zeros",
+    ) -> None:
         self.images, self.labels = images, labels
         dev = images.device
-        self.idx = (torch.arange(len(images)) if idx is None else idx.to(torch.int64).cpu())
+        self.idx = torch.arange(len(images)) if idx is None else idx.to(torch.int64).cpu()
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.trigger = trigger
         self.triggered = None if triggered is None else triggered.to(dev)
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = seeded_generator(seed)
         self.drop_last, self.channels_last = drop_last, channels_last
         self.norm = Normalizer(dev)
         self.pad = max(1, images.shape[-1] // 8)  # 4 at 32×32 (SPEC §6), scaled for downsampled images
@@ -88,7 +100,7 @@ class Batches:
         order = self.idx[torch.randperm(len(self.idx), generator=self.gen)] if self.shuffle else self.idx
         dev = self.images.device
         for s in range(len(self)):
-            bidx = order[s * self.batch_size:(s + 1) * self.batch_size].to(dev)
+            bidx = order[s * self.batch_size : (s + 1) * self.batch_size].to(dev)
             x = self.images[bidx]
             if self.augment:
                 x = random_crop_flip(x, self.pad, self.gen, self.pad_mode)
@@ -100,12 +112,31 @@ class Batches:
             yield x, self.labels[bidx], bidx
 
 
-def train_batches(task: Task, idx: torch.Tensor | None = None, *, device: torch.device | str = "cpu",
-                  batch_size: int = 512, augment: bool = True, shuffle: bool = True, seed: int = 0,
-                  labels: torch.Tensor | None = None, drop_last: bool = False) -> Batches:
+def train_batches(
+    task: Task,
+    idx: torch.Tensor | None = None,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    augment: bool = True,
+    shuffle: bool = True,
+    seed: int = 0,
+    labels: torch.Tensor | None = None,
+    drop_last: bool = False,
+) -> Batches:
     """Batches over D_tr as trained (corrupted labels, triggers stamped) restricted to ``idx``."""
     dev = torch.device(device)
-    return Batches(task.data.x_train.to(dev), (task.y_train if labels is None else labels).to(dev), idx,
-                   batch_size=batch_size, shuffle=shuffle, augment=augment, trigger=task.trigger,
-                   triggered=task.triggered, seed=seed, drop_last=drop_last,
-                   channels_last=True, pad_mode=task.config.crop_pad)
+    return Batches(
+        task.data.x_train.to(dev),
+        (task.y_train if labels is None else labels).to(dev),
+        idx,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        augment=augment,
+        trigger=task.trigger,
+        triggered=task.triggered,
+        seed=seed,
+        drop_last=drop_last,
+        channels_last=True,
+        pad_mode=task.config.crop_pad,
+    )

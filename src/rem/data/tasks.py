@@ -1,10 +1,7 @@
-"""The three corruption tasks of SPEC §1 and their discovered sets.
+"""A data set with one corruption task applied (SPEC §1), and its discovered sets.
 
-| regularity | kind | construction (n = |D_c|) |
-|---|---|---|
-| high   | ``poison``     | n uniform indices, label := target (0), 3×3 white trigger bottom-right, after augmentation |
-| medium | ``interclass`` | first n/2 of class a (3) get label b (5), first n/2 of b get a, in data-set order |
-| low    | ``random``     | n uniform indices, label := (true + U{1..K−1}) mod K, always wrong |
+The tasks themselves (``poison``, ``interclass``, ``random``: how each corrupts, which metrics it has)
+are classes in :mod:`rem.data.corruptions`, behind one interface and a registry.
 
 All randomness comes from ``torch.Generator`` objects keyed by (seed, kind, purpose), never global
 state. D_f is the first ``round(rate·n)`` entries of one fixed permutation of D_c, so discovered sets
@@ -18,19 +15,19 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from rem.data.datasets import ImageData
+from rem.data.container import ImageData
+from rem.data.corruptions import CORRUPTIONS, get_corruption
 from rem.errors import ConfigError, IndexSetError
+from rem.seeding import seeded_generator
 
-KINDS = ("poison", "interclass", "random")
-REGULARITY = {"poison": "high", "interclass": "medium", "random": "low"}
-_KIND_SALT = {"poison": 101, "interclass": 202, "random": 303}
+KINDS = tuple(CORRUPTIONS)  # in registration order: poison, interclass, random
+REGULARITY = {k: c.regularity for k, c in CORRUPTIONS.items()}
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 
 def generator(seed: int, kind: str, purpose: str) -> torch.Generator:
     """A CPU generator keyed by (seed, task kind, purpose), independent of global RNG state."""
-    salt = int(hashlib.sha256(f"{seed}/{kind}/{purpose}".encode()).hexdigest()[:15], 16)
-    return torch.Generator().manual_seed(salt)
+    return seeded_generator(f"{seed}/{kind}/{purpose}")
 
 
 @dataclass(frozen=True)
@@ -81,17 +78,12 @@ class TaskConfig:
     crop_pad: str = "zeros"  # how training crops are padded: "zeros" (the paper's) or "reflect"
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown task {self.kind!r}; expected one of {KINDS}")
+        corruption = get_corruption(self.kind)
         if self.crop_pad not in PAD_MODES:
             raise ConfigError(f"crop_pad must be one of {PAD_MODES}, got {self.crop_pad!r}")
         if self.n_corrupt < 1:
             raise ConfigError(f"n_corrupt must be positive, got {self.n_corrupt}")
-        if self.kind == "interclass":
-            if self.n_corrupt % 2:
-                raise ConfigError(f"interclass needs an even n_corrupt, got {self.n_corrupt}")
-            if self.class_a == self.class_b:
-                raise ConfigError("interclass needs two different classes")
+        corruption.validate(self)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -132,7 +124,7 @@ class Task:
 
     @property
     def trigger(self) -> Trigger | None:
-        return self.config.trigger if self.kind == "poison" else None
+        return get_corruption(self.kind).trigger(self.config)
 
     def n_forget(self, rate: float) -> int:
         if not 0.0 <= rate <= 1.0:
@@ -167,16 +159,16 @@ class Task:
             raise IndexSetError("the forget set is empty: give at least one discovered index")
         bad = t[(t < 0) | (t >= self.n_train)]
         if bad.numel():
-            raise IndexSetError(f"{bad.numel()} forget indices out of range [0, {self.n_train}): "
-                                f"{bad[:5].tolist()}")
+            raise IndexSetError(f"{bad.numel()} forget indices out of range [0, {self.n_train}): {bad[:5].tolist()}")
         uniq, counts = t.unique(return_counts=True)
         if (counts > 1).any():
             raise IndexSetError(f"duplicated forget indices: {uniq[counts > 1][:5].tolist()}")
         if within_corrupt:
             outside = uniq[~torch.isin(uniq, self.corrupt_idx)]
             if outside.numel():
-                raise IndexSetError(f"{outside.numel()} forget indices are not in the corrupted set D_c: "
-                                    f"{outside[:5].tolist()}")
+                raise IndexSetError(
+                    f"{outside.numel()} forget indices are not in the corrupted set D_c: {outside[:5].tolist()}"
+                )
         return uniq
 
     def split_hash(self, forget_idx: torch.Tensor | None = None) -> str:
@@ -191,33 +183,12 @@ class Task:
 
 
 def make_task(data: ImageData, config: TaskConfig) -> Task:
-    """Apply the corruption of ``config`` to ``data`` (SPEC §1)."""
-    n, k, kind = data.y_train.numel(), data.num_classes, config.kind
-    y_true = data.y_train.cpu()
+    """Apply the corruption of ``config`` to ``data`` (SPEC §1, :mod:`rem.data.corruptions`)."""
+    n, kind = data.y_train.numel(), config.kind
     if config.n_corrupt > n:
         raise ConfigError(f"n_corrupt={config.n_corrupt} exceeds the {n} training samples")
-    y = y_true.clone()
+    y = data.y_train.cpu().clone()
     triggered = torch.zeros(n, dtype=torch.bool)
-    gen = generator(config.seed, kind, "corrupt")
-    if kind == "poison":
-        if not 0 <= config.target < k:
-            raise ConfigError(f"poison target {config.target} is not a class of {data.name}")
-        idx = torch.randperm(n, generator=gen)[: config.n_corrupt].sort().values
-        y[idx] = config.target
-        triggered[idx] = True
-    elif kind == "interclass":
-        a, b, half = config.class_a, config.class_b, config.n_corrupt // 2
-        for c in (a, b):
-            if not 0 <= c < k:
-                raise ConfigError(f"interclass class {c} is not a class of {data.name}")
-        ia, ib = (y_true == a).nonzero().squeeze(1)[:half], (y_true == b).nonzero().squeeze(1)[:half]
-        if len(ia) < half or len(ib) < half:
-            raise ConfigError(f"interclass needs {half} samples of classes {a} and {b}; have {len(ia)}, {len(ib)}")
-        y[ia], y[ib] = b, a
-        idx = torch.cat([ia, ib]).sort().values
-    else:  # random
-        idx = torch.randperm(n, generator=gen)[: config.n_corrupt].sort().values
-        shift = torch.randint(1, k, (len(idx),), generator=gen)
-        y[idx] = (y_true[idx] + shift) % k
+    idx = get_corruption(kind).corrupt(data, config, y, triggered, generator(config.seed, kind, "corrupt"))
     order = idx[torch.randperm(len(idx), generator=generator(config.seed, kind, "discover"))]
     return Task(config, data, y, idx, triggered, order)

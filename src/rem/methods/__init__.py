@@ -1,7 +1,30 @@
 """Unlearning methods behind one interface (see :mod:`rem.methods.base`); importing registers them all."""
 
-from rem.methods import baselines as _baselines  # noqa: F401,E402  (the baselines of SPEC §5)
-from rem.methods import rem as _rem  # noqa: F401,E402  (REM, its oracle and ablations, npo, ascent)
-from rem.methods.base import REGISTRY, Context, Method, MethodConfig, get_method, register
+from rem.methods import baselines as _baselines  # noqa: F401  (the baselines of SPEC §5)
+from rem.methods import npo as _npo  # noqa: F401  (npo and ascent: REM's step 2 alone)
+from rem.methods import rem as _rem  # noqa: F401  (REM, its oracle and ablation)
+from rem.methods.base import (
+    REGISTRY,
+    Context,
+    Method,
+    MethodConfig,
+    Unlearned,
+    get_method,
+    method_label,
+    method_names,
+    register,
+    settings_help,
+)
 
-__all__ = ["REGISTRY", "Context", "Method", "MethodConfig", "get_method", "register"]
+__all__ = [
+    "REGISTRY",
+    "Context",
+    "Method",
+    "MethodConfig",
+    "Unlearned",
+    "get_method",
+    "method_label",
+    "method_names",
+    "register",
+    "settings_help",
+]

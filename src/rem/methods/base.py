@@ -3,11 +3,16 @@
 A method is a class with a frozen, self-validating config dataclass (paper defaults) and one call::
 
     method = get_method("rem", steps=100)             # overrides go into the config
-    healed = method.unlearn(model, task, forget_idx, ctx)
-    healed.history                                     # per-round records of the run
+    result = method.unlearn(model, task, forget_idx, ctx)
+    result.model, result.history                       # the healed model, per-round records of the run
 
-``unlearn`` never modifies the model it is given and returns a model with the original partition
+``unlearn`` never modifies the model it is given; the model it returns has the original partition
 removed (deployable in ``drop`` mode, the same parameter count as the input's kept part).
+
+A method owns its settings (each config field carries its help text, PEFT's ``metadata={"help": ...}``;
+``rem methods --settings NAME`` prints them), its display label in reports (:meth:`Method.label`) and
+its place in listings (:attr:`Method.order`): the grid, the CLIs and the report know methods only by
+name and ``--set method.key=value``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,19 +35,35 @@ from rem.settings import coerce_fields
 from rem.train import Recipe, make_optimizer
 
 
+def setting(default, help: str):
+    """A config field with its help text (PEFT's ``field(default=..., metadata={"help": ...})``)."""
+    return field(default=default, metadata={"help": help})
+
+
+def settings_help(config_cls: type) -> list[tuple[str, str, object, str]]:
+    """(name, type, default, help) of every field of a method's config dataclass, in declaration order."""
+    from rem.settings import field_types, type_name
+
+    types_ = field_types(config_cls)
+    return [
+        (f.name, type_name(types_[f.name]), f.default, f.metadata.get("help", ""))
+        for f in dataclasses.fields(config_cls)
+    ]
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Settings every method shares (SPEC §5: SGD momentum 0.9, wd 5e-4, lr 0.005, REM's step budget)."""
 
-    steps: int = 980  # budget of training steps on D_r / D_tr
-    lr: float = 0.005
-    batch_size: int = 512
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    gamma: float = 0.2  # forget-accuracy threshold (share, not %)
-    max_epochs: int = 100  # cap of forget-set epochs per removal phase
-    seed: int = 0
+    steps: int = setting(980, "budget of training steps on D_r / D_tr")
+    lr: float = setting(0.005, "learning rate of unlearning (constant)")
+    batch_size: int = setting(512, "batch size of unlearning")
+    optimizer: str = setting("sgd", "optimiser: sgd or adam")
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(5e-4, "weight decay")
+    gamma: float = setting(0.2, "forget-accuracy threshold γ (a share in [0, 1], not %)")
+    max_epochs: int = setting(100, "cap of forget-set epochs per removal phase")
+    seed: int = setting(0, "seed of the method's batches, masks and initialisations")
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -59,12 +81,26 @@ class MethodConfig:
 
     def recipe(self, steps: int | None = None) -> Recipe:
         """The constant-learning-rate recipe of unlearning (no warm-up, no decay)."""
-        return Recipe(steps=max(1, self.steps if steps is None else steps), batch_size=self.batch_size,
-                      lr=self.lr, optimizer=self.optimizer, momentum=self.momentum,
-                      weight_decay=self.weight_decay, warmup=0.0, horizon=0.0)
+        return Recipe(
+            steps=max(1, self.steps if steps is None else steps),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            warmup=0.0,
+            horizon=0.0,
+        )
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class Unlearned(NamedTuple):
+    """What :meth:`Method.unlearn` returns: the healed model and the run's records (per round or phase)."""
+
+    model: CapacityNet
+    history: list[dict]
 
 
 @dataclass
@@ -84,12 +120,19 @@ class Context:
 
 
 class Method:
-    """Base class: subclasses set ``name``, ``config_cls``, ``summary``, ``uses`` and implement ``_unlearn``."""
+    """Base class: subclasses set ``name``, ``config_cls``, ``summary``, ``uses``, ``order`` and implement
+    ``_unlearn``; :meth:`label` names a run of the method in reports."""
 
     name: str = ""
     config_cls: type[MethodConfig] = MethodConfig
     summary: str = ""
     uses: str = ""  # which data it touches: "D_f", "D_r", "D_f, D_r", "D_tr" or "—"
+    order: int = 1000  # place in listings, reports and default grids (then by name)
+
+    @classmethod
+    def label(cls, config: dict) -> str:
+        """How reports name a run of this method with the resolved settings ``config`` (a dict)."""
+        return cls.name
 
     def __init__(self, config: MethodConfig | None = None, **overrides) -> None:
         cfg = config or self.config_cls()
@@ -97,8 +140,9 @@ class Method:
             cfg = dataclasses.replace(cfg, **coerce_fields(type(cfg), overrides, f"method {self.name!r}"))
         self.config = cfg
 
-    def unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor,
-                ctx: Context | None = None) -> CapacityNet:
+    def unlearn(
+        self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context | None = None
+    ) -> Unlearned:
         from rem.progress import StepBar, bars_enabled, chain
 
         ctx = ctx or Context()
@@ -108,11 +152,11 @@ class Method:
         with StepBar(self.name, bars_enabled(ctx.progress)) as bar:
             ctx = dataclasses.replace(ctx, on_step=chain(ctx.on_step, bar))
             out = self._unlearn(model, task, forget_idx, ctx, history)
-        out.history = history  # type: ignore[attr-defined]
-        return out.eval()
+        return Unlearned(out.eval(), history)
 
-    def _unlearn(self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context,
-                 history: list[dict]) -> CapacityNet:
+    def _unlearn(
+        self, model: CapacityNet, task: Task, forget_idx: torch.Tensor, ctx: Context, history: list[dict]
+    ) -> CapacityNet:
         raise NotImplementedError
 
 
@@ -127,6 +171,21 @@ def register(cls: type[Method]) -> type[Method]:
         raise ConfigError(f"a method named {cls.name!r} is already registered ({REGISTRY[cls.name].__name__})")
     REGISTRY[cls.name] = cls
     return cls
+
+
+def method_names() -> list[str]:
+    """Every registered method, by :attr:`Method.order`, then by name."""
+    import rem.methods  # noqa: F401  (importing the package registers every method)
+
+    return sorted(REGISTRY, key=lambda n: (REGISTRY[n].order, n))
+
+
+def method_label(record: dict) -> str:
+    """A record's method as reports name it (:meth:`Method.label`; an unregistered one by its name)."""
+    import rem.methods  # noqa: F401
+
+    cls = REGISTRY.get(record.get("method"))
+    return cls.label(record.get("method_config") or {}) if cls is not None else record.get("method")
 
 
 def get_method(name: str, config: MethodConfig | None = None, **overrides) -> Method:
@@ -164,8 +223,9 @@ def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tenso
     return -(2.0 / beta) * F.logsigmoid(beta * (ce - ce_ref))
 
 
-def proxy(model: CapacityNet, task: Task, forget_idx: torch.Tensor, retain_idx: torch.Tensor, gamma: float,
-          device) -> tuple[float, float, float]:
+def proxy(
+    model: CapacityNet, task: Task, forget_idx: torch.Tensor, retain_idx: torch.Tensor, gamma: float, device
+) -> tuple[float, float, float]:
     """Model-selection proxy of SPEC §4 step 4, from training labels only (never test data or true labels).
 
     Returns (proxy, Acc_drop(D_r), Acc_drop(D_f)) with accuracies as shares in [0, 1].

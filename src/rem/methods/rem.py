@@ -13,9 +13,8 @@
 5. **Drop** θ_o2 physically and return θ_o1 of the best round (the original parameter count).
 
 Registered variants: ``rem``; ``rem-ideal`` (oracle: all of D_c shares the mask and is in the removal
-term of step 3; step 2 still uses D_f); ``rem-no-remove`` (no removal term in step 3); ``npo`` (step 2
-alone with a θ_o1-only reference, proxy after every epoch); ``ascent`` (gradient ascent on CE over D_f
-until Acc(D_f) ≤ γ, proxy after every epoch).
+term of step 3; step 2 still uses D_f); ``rem-no-remove`` (no removal term in step 3). Step 2 alone is
+``npo`` (:mod:`rem.methods.npo`); step 2 itself lives in :mod:`rem.methods.forget`, shared by both.
 
 **Batch norm in each phase** (SPEC §4, as the authors' code runs it): step 2 trains in training mode
 (BN normalises by the D_f batch and updates its running statistics); step 3 runs the masked forward and
@@ -49,7 +48,6 @@ from rem.data.tasks import Task
 from rem.errors import ConfigError
 from rem.methods.base import (
     BestState,
-    Context,
     Method,
     MethodConfig,
     forget_batches,
@@ -58,7 +56,9 @@ from rem.methods.base import (
     per_sample_ce,
     proxy,
     register,
+    setting,
 )
+from rem.methods.forget import aug_acc, npo_objective, remove_phase
 from rem.metrics import accuracy, evaluate
 from rem.models import CapacityNet, expand, shrink
 from rem.models.capacity import MaskSpec, mask_keys
@@ -69,20 +69,25 @@ from rem.runtime import autocast
 class REMConfig(MethodConfig):
     """REM's settings with the paper's defaults (SPEC §4)."""
 
-    beta: float = 1.0
-    p: float = 0.2  # keep probability of an extra unit in a sample's mask
-    expand_ratio: float = 1.0  # r = |θ_o2| / |θ_o1|; the paper's is 1 **[beyond]** any r in (0, 1]
-    soft_mask: bool = False  # **[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)
-    remove_term: bool = True  # False: the `rem-no-remove` ablation
-    ideal: bool = False  # True: the oracle, all of D_c shares the mask and is in the removal term
-    # θ_o2 at the start: "default" = fresh default initialisation, BN statistics (0, 1); "pretrained" =
-    # as the authors' reserved half arrives (default init shrunk by the pretraining's weight decay, BN
-    # statistics that tracked it), emulated from the pretraining recipe
-    extra_init: str = "default"
-    select_on: str = "clean"  # images the proxy's accuracies use: "clean" or "augmented" (authors')
-    keep_start: bool = False  # True: the starting model is a candidate of the selection (authors')
-    track: bool = True  # per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked
-    forget_bn_frozen: bool = False  # option (not the authors'): batch norm in inference mode in step 2
+    beta: float = setting(1.0, "inverse temperature β of the NPO terms (steps 2 and 3)")
+    p: float = setting(0.2, "keep probability of an extra unit in a sample's mask")
+    expand_ratio: float = setting(
+        1.0, "extra capacity r = |θ_o2| / |θ_o1| in (0, 8]; the paper's is 1 **[beyond]** any other r"
+    )
+    soft_mask: bool = setting(False, "**[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)")
+    remove_term: bool = setting(True, "the removal term of step 3 (False: the `rem-no-remove` ablation)")
+    ideal: bool = setting(False, "the oracle: all of D_c shares the mask and is in the removal term")
+    extra_init: str = setting(
+        "default",
+        "θ_o2 at the start: 'default' = fresh default initialisation, BN "
+        "statistics (0, 1); 'pretrained' = as the authors' reserved half arrives "
+        "(default init shrunk by the pretraining's weight decay, BN statistics that "
+        "tracked it), emulated from the pretraining recipe",
+    )
+    select_on: str = setting("clean", "images the proxy's accuracies use: 'clean' or 'augmented' (authors')")
+    keep_start: bool = setting(False, "the starting model is a candidate of the selection (authors')")
+    track: bool = setting(True, "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked")
+    forget_bn_frozen: bool = setting(False, "option (not the authors'): batch norm in inference mode in step 2")
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -95,61 +100,6 @@ class REMConfig(MethodConfig):
             raise ConfigError(f"REM: extra_init must be 'default' or 'pretrained', got {self.extra_init!r}")
         if self.select_on not in ("clean", "augmented"):
             raise ConfigError(f"REM: select_on must be 'clean' or 'augmented', got {self.select_on!r}")
-
-
-def _remove_phase(model: CapacityNet, ref_ce, batches, opt, max_epochs: int, gamma: float,
-                  forget_loss, bn_frozen: bool = False) -> tuple[int, int, float]:
-    """Step 2: epochs of a forget loss on D_f through the dropped model until Acc ≤ γ.
-
-    Updates run in training mode (batch norm normalises by the D_f batch and updates its running
-    statistics, SPEC §4). The stopping accuracy is measured after each epoch, without gradients, on
-    augmented D_f images in inference mode (the deployed model's accuracy). ``forget_loss(ce, ce_ref)``
-    gives the batch objective. ``bn_frozen`` (an option, off by default: ``rem``'s behaviour before it
-    followed the authors) keeps batch norm in inference mode during the updates instead. Returns
-    (epochs, steps, last accuracy as a share).
-    """
-    epochs = steps = 0
-    acc = _aug_acc(model, batches)
-    while epochs < max_epochs and acc > gamma:
-        model.train()
-        if bn_frozen:
-            for mod in model.modules():
-                if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                    mod.eval()
-        for x, y, idx in batches:
-            with autocast(x.device):
-                logits = model(x, mode="drop")
-            obj = forget_loss(per_sample_ce(logits, y), ref_ce(x, y, idx))
-            opt.zero_grad(set_to_none=True)
-            obj.backward()
-            opt.step()
-            steps += 1
-        epochs += 1
-        acc = _aug_acc(model, batches)
-    model.train()
-    return epochs, steps, acc
-
-
-@torch.no_grad()
-def _aug_acc(model: CapacityNet, batches) -> float:
-    """Accuracy (share) of the dropped model, inference mode, on the (augmented) images of ``batches``."""
-    was = model.training
-    model.eval()
-    correct = seen = 0
-    for x, y, _ in batches:
-        with autocast(x.device):
-            correct += (model(x, mode="drop").argmax(1) == y).sum().item()
-        seen += len(y)
-    model.train(was)
-    return correct / max(1, seen)
-
-
-def _npo(beta: float):
-    return lambda ce, ce_ref: npo_loss(ce, ce_ref, beta).mean()
-
-
-def _ascent(ce, ce_ref):
-    return -ce.mean()
 
 
 @torch.no_grad()
@@ -193,7 +143,7 @@ def _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_bat
     """(proxy, Acc_drop(D_r), Acc_drop(D_f)) on training labels: clean images, or augmented ones."""
     if cfg.select_on == "clean":
         return proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
-    acc_r, acc_f = (_aug_acc(model, b) for b in aug_batches)
+    acc_r, acc_f = (aug_acc(model, b) for b in aug_batches)
     return acc_r * (1 - max(acc_f, cfg.gamma)), acc_r, acc_f
 
 
@@ -203,9 +153,12 @@ def _track(model, task, forget_idx, dev, mask_keys_fn) -> dict:
         return {}
     m = evaluate(model, task, forget_idx, device=dev)
     y = task.y_train.cpu()
-    return {"track_healed": m["healed"], "track_utility": m["utility"], "track_acc_drop_f": m["forget_acc"],
-            "track_acc_mask_f": accuracy(model, task, forget_idx, y, mode="mask", device=dev,
-                                         keys_fn=mask_keys_fn)}
+    return {
+        "track_healed": m["healed"],
+        "track_utility": m["utility"],
+        "track_acc_drop_f": m["forget_acc"],
+        "track_acc_mask_f": accuracy(model, task, forget_idx, y, mode="mask", device=dev, keys_fn=mask_keys_fn),
+    }
 
 
 @register
@@ -213,9 +166,21 @@ class REM(Method):
     """REM (SPEC §4): expand, remove (NPO through θ_o1), redirect (shared mask into θ_o2), drop θ_o2."""
 
     name = "rem"
+    order = 1
     config_cls = REMConfig
     summary = "Redirection for Erasing Memory: push D_f out of θ_o1, let corruption settle in extra units, cut them"
     uses = "D_f, D_tr"
+
+    @classmethod
+    def label(cls, config: dict) -> str:
+        """The name, with a non-default extra capacity or a soft mask, e.g. ``rem (r=0.25)``: cells of
+        another expansion ratio are another row of the report's tables and another panel."""
+        tags = []
+        if config.get("expand_ratio", 1.0) != 1.0:
+            tags.append(f"r={config['expand_ratio']:g}")
+        if config.get("soft_mask"):
+            tags.append("soft mask")
+        return f"{cls.name} ({', '.join(tags)})" if tags else cls.name
 
     def _unlearn(self, model, task, forget_idx, ctx, history):
         cfg: REMConfig = self.config
@@ -245,16 +210,20 @@ class REM(Method):
         opt = optimizer_for(model, cfg)
         fbatches = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
         all_batches = train_batches(task, None, device=dev, batch_size=cfg.batch_size, seed=cfg.seed)
-        aug_sel = [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2)
-                   for i in (retain_idx, forget_idx)] if cfg.select_on == "augmented" else None
+        aug_sel = (
+            [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2) for i in (retain_idx, forget_idx)]
+            if cfg.select_on == "augmented"
+            else None
+        )
         best = BestState()
         if cfg.keep_start:  # the starting model (θ_o2 dropped) is the bar to beat
             best.offer(_selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)[0], model, -1)
         step, rnd = 0, 0
         while rnd == 0 or step < cfg.steps:
             # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) -----------------------
-            ep, rsteps, racc = _remove_phase(model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma,
-                                             _npo(cfg.beta), cfg.forget_bn_frozen)
+            ep, rsteps, racc = remove_phase(
+                model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma, npo_objective(cfg.beta), cfg.forget_bn_frozen
+            )
             # -- step 3: one epoch of redirection over all of D_tr --------------------------------------
             model.train()
             for x, y, idx in all_batches:
@@ -278,12 +247,23 @@ class REM(Method):
                 ctx.step(step, cfg.steps, loss.detach())
             # -- step 4: score the round by the proxy, keep the best -------------------------------------
             score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
-            acc_mask_f = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev,
-                                  keys_fn=keys) / 100
-            history.append({"round": rnd, "steps": step, "remove_epochs": ep, "remove_steps": rsteps,
-                            "remove_acc": racc, "proxy": score, "acc_drop_r": acc_r, "acc_drop_f": acc_f,
-                            "acc_mask_f": acc_mask_f,
-                            **(_track(model, task, forget_idx, dev, keys) if cfg.track else {})})
+            acc_mask_f = (
+                accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys) / 100
+            )
+            history.append(
+                {
+                    "round": rnd,
+                    "steps": step,
+                    "remove_epochs": ep,
+                    "remove_steps": rsteps,
+                    "remove_acc": racc,
+                    "proxy": score,
+                    "acc_drop_r": acc_r,
+                    "acc_drop_f": acc_f,
+                    "acc_mask_f": acc_mask_f,
+                    **(_track(model, task, forget_idx, dev, keys) if cfg.track else {}),
+                }
+            )
             best.offer(score, model, rnd)
             rnd += 1
             if cfg.steps == 0:
@@ -299,6 +279,7 @@ class REMIdeal(REM):
     """REM (IDEAL), the oracle of SPEC §4: all of D_c shares the mask and is in step 3's removal term."""
 
     name = "rem-ideal"
+    order = 2
     summary = "REM oracle: the whole corrupted set D_c shares the mask and is pushed out of θ_o1 (needs D_c)"
     uses = "D_f, D_c, D_tr"
 
@@ -311,82 +292,8 @@ class REMNoRemove(REM):
     """Ablation: REM without the removal term of step 3 (step 2 still runs every round)."""
 
     name = "rem-no-remove"
+    order = 3
     summary = "REM ablation: redirect without the removal term in step 3"
 
     def __init__(self, config=None, **overrides):
         super().__init__(config, **{"remove_term": False, **overrides})
-
-
-@dataclass(frozen=True)
-class NPOConfig(MethodConfig):
-    beta: float = 1.0
-    forget_bn_frozen: bool = False  # option (not the authors'): batch norm in inference mode in the updates
-
-
-@dataclass(frozen=True)
-class AscentConfig(MethodConfig):
-    forget_bn_frozen: bool = False  # option (not the authors'): batch norm in inference mode in the updates
-
-
-class _ForgetOnly(Method):
-    """Epochs of a forget loss on D_f through θ_o1 until Acc(D_f) ≤ γ; best epoch by the proxy.
-
-    Trained like REM's step 2 (batch norm in training mode, SPEC §4-5).
-    """
-
-    def forget_loss(self):
-        raise NotImplementedError
-
-    def _unlearn(self, model, task: Task, forget_idx, ctx: Context, history):
-        cfg = self.config
-        dev = ctx.device
-        ref = copy.deepcopy(model).eval().requires_grad_(False)  # θ_o1-only reference (drop mode)
-
-        @torch.no_grad()
-        def ref_ce(x, y, idx):
-            with autocast(dev):
-                return per_sample_ce(ref(x, mode="drop"), y)
-
-        retain_idx = task.retain_idx(forget_idx)
-        opt = optimizer_for(model, cfg)
-        fb = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
-        best = BestState()
-        for epoch in range(cfg.max_epochs):
-            _, _, racc = _remove_phase(model, ref_ce, fb, opt, 1, cfg.gamma, self.forget_loss(),
-                                       cfg.forget_bn_frozen)
-            score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
-            history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r,
-                            "acc_drop_f": acc_f})
-            best.offer(score, model, epoch)
-            ctx.step(epoch + 1, cfg.max_epochs)
-            if racc <= cfg.gamma:
-                break
-        best.restore(model)
-        history.append({"best_round": best.round, "best_proxy": best.score})
-        return shrink(model)
-
-
-@register
-class NPO(_ForgetOnly):
-    """NPO alone (SPEC §4 step 2 / §5): NPO on D_f with a θ_o1-only reference, best epoch by the proxy."""
-
-    name = "npo"
-    config_cls = NPOConfig
-    summary = "Negative Preference Optimisation on D_f until Acc(D_f) <= gamma, best epoch by the proxy"
-    uses = "D_f (proxy: D_r)"
-
-    def forget_loss(self):
-        return _npo(self.config.beta)
-
-
-@register
-class Ascent(_ForgetOnly):
-    """Gradient ascent on CE over D_f until Acc(D_f) ≤ γ, best epoch by the proxy (SPEC §5)."""
-
-    name = "ascent"
-    summary = "Gradient ascent on the cross-entropy of D_f until Acc(D_f) <= gamma, best epoch by the proxy"
-    uses = "D_f (proxy: D_r)"
-    config_cls = AscentConfig
-
-    def forget_loss(self):
-        return _ascent

@@ -30,5 +30,17 @@ def build_model(spec: dict) -> CapacityNet:
         raise ConfigError(f"bad model description for {arch}: {e}") from e
 
 
-__all__ = ["ARCHS", "MODES", "SHARED_KEY", "CapacityNet", "MaskSpec", "ResNet9", "build_model", "expand",
-           "mask_keys", "param_count", "resnet9", "shrink"]
+__all__ = [
+    "ARCHS",
+    "MODES",
+    "SHARED_KEY",
+    "CapacityNet",
+    "MaskSpec",
+    "ResNet9",
+    "build_model",
+    "expand",
+    "mask_keys",
+    "param_count",
+    "resnet9",
+    "shrink",
+]

@@ -40,16 +40,22 @@ class CapacityNet(nn.Module):
 
     def spec(self) -> dict:
         """A JSON-able description from which :func:`rem.models.build_model` rebuilds this model."""
-        return {"arch": self.arch, "kept": self.kept, "extra": self.extra, "mask": self.mask_spec.as_dict(),
-                **self.hparams()}
+        return {
+            "arch": self.arch,
+            "kept": self.kept,
+            "extra": self.extra,
+            "mask": self.mask_spec.as_dict(),
+            **self.hparams(),
+        }
 
     @property
     def has_extra(self) -> bool:
         return any(e > 0 for e in self.extra)
 
     # -- forward helpers -------------------------------------------------------------------------
-    def group_masks(self, mode: str, keys: torch.Tensor | None,
-                    masks: Sequence[torch.Tensor] | None) -> list[torch.Tensor | None]:
+    def group_masks(
+        self, mode: str, keys: torch.Tensor | None, masks: Sequence[torch.Tensor] | None
+    ) -> list[torch.Tensor | None]:
         validate_mode(mode)
         if mode != "mask":
             return [None] * len(self.extra)

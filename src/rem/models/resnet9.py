@@ -40,9 +40,15 @@ class ConvBN(nn.Module):
 class ResNet9(CapacityNet):
     arch = "resnet9"
 
-    def __init__(self, num_classes: int = 10, kept: Sequence[int] = BASE_WIDTHS,
-                 extra: Sequence[int] = (0, 0, 0, 0), mask: MaskSpec | None = None,
-                 in_channels: int = 3, hidden: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        kept: Sequence[int] = BASE_WIDTHS,
+        extra: Sequence[int] = (0, 0, 0, 0),
+        mask: MaskSpec | None = None,
+        in_channels: int = 3,
+        hidden: Sequence[int] | None = None,
+    ) -> None:
         super().__init__(kept, extra, mask)
         c = [k + e for k, e in zip(self.kept, self.extra)]
         self.num_classes, self.in_channels = int(num_classes), int(in_channels)
@@ -63,8 +69,13 @@ class ResNet9(CapacityNet):
     def hparams(self) -> dict:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels, "hidden": list(self.hidden)}
 
-    def features(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
-                 masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def features(
+        self,
+        x: torch.Tensor,
+        mode: str = "drop",
+        keys: torch.Tensor | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         m = self.group_masks(mode, keys, masks)
         k = self.kept
         x = gate(self.conv1(x), k[0], mode, m[0])
@@ -75,13 +86,19 @@ class ResNet9(CapacityNet):
         x = gate(self.conv4(x), k[3], mode, m[3])
         return torch.amax(x, dim=(2, 3))
 
-    def forward(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
-                masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mode: str = "drop",
+        keys: torch.Tensor | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         return self.fc(self.features(x, mode, keys, masks))
 
 
-def resnet9(num_classes: int = 10, width: float = 1.0, capacity: float = 0.0, p: float = 0.2,
-            mask_seed: int = 0) -> ResNet9:
+def resnet9(
+    num_classes: int = 10, width: float = 1.0, capacity: float = 0.0, p: float = 0.2, mask_seed: int = 0
+) -> ResNet9:
     """ResNet-9 of ``width`` × (64, 128, 256, 128) channels.
 
     ``capacity`` is the share of each block width reserved as θ_o2: 0 gives an ordinary network, 0.5

@@ -65,7 +65,7 @@ class ShiftedPatchTokens(nn.Module):
         padded = F.pad(x, (s, s, s, s))
         views = [x]
         for dy, dx in ((-s, -s), (-s, s), (s, -s), (s, s)):  # content moves by (dy, dx)
-            views.append(padded[:, :, s - dy: s - dy + h, s - dx: s - dx + w])
+            views.append(padded[:, :, s - dy : s - dy + h, s - dx : s - dx + w])
         return torch.cat(views, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ class LSAttention(nn.Module):
         self.v = nn.Linear(dim, inner, bias=False)
         self.out = nn.Linear(inner, dim)
         # log of the softmax scale, shared by all heads of the block (a scalar, so expansion keeps it)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(head_dim ** -0.5)))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(head_dim**-0.5)))
 
     def forward(self, x: torch.Tensor, kept: int, mode: str, mask: torch.Tensor | None) -> torch.Tensor:
         b, t, _ = x.shape
@@ -131,8 +131,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MLP(dim, hidden)
 
-    def forward(self, x: torch.Tensor, kept: Sequence[int], mode: str,
-                masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kept: Sequence[int], mode: str, masks: Sequence[torch.Tensor | None]
+    ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), kept[0], mode, masks[0])
         return x + self.mlp(self.norm2(x), kept[1], mode, masks[1])
 
@@ -142,16 +143,26 @@ class ViT(CapacityNet):
 
     arch = "vit"
 
-    def __init__(self, num_classes: int = 10, kept: Sequence[int] | None = None,
-                 extra: Sequence[int] | None = None, mask: MaskSpec | None = None, image_size: int = 32,
-                 patch: int = 8, dim: int = 512, depth: int = 4, head_dim: int = 64,
-                 in_channels: int = 3) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        kept: Sequence[int] | None = None,
+        extra: Sequence[int] | None = None,
+        mask: MaskSpec | None = None,
+        image_size: int = 32,
+        patch: int = 8,
+        dim: int = 512,
+        depth: int = 4,
+        head_dim: int = 64,
+        in_channels: int = 3,
+    ) -> None:
         depth = int(depth)
         kept = [8, 1536] * depth if kept is None else list(kept)
         extra = [0] * len(kept) if extra is None else list(extra)
         if depth < 1 or len(kept) != 2 * depth:
-            raise ConfigError(f"ViT of depth {depth} needs 2*depth = {2 * depth} groups "
-                              f"[heads, mlp, ...], got kept {kept}")
+            raise ConfigError(
+                f"ViT of depth {depth} needs 2*depth = {2 * depth} groups [heads, mlp, ...], got kept {kept}"
+            )
         if image_size % patch != 0:
             raise ConfigError(f"image_size {image_size} is not a multiple of patch {patch}")
         super().__init__(kept, extra, mask)
@@ -163,34 +174,60 @@ class ViT(CapacityNet):
         self.to_tokens = ShiftedPatchTokens(in_channels, patch, dim)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, n_tokens + 1, dim) * 0.02)
-        self.blocks = nn.ModuleList(
-            Block(dim, widths[2 * i], head_dim, widths[2 * i + 1]) for i in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, widths[2 * i], head_dim, widths[2 * i + 1]) for i in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def hparams(self) -> dict:
-        return {"num_classes": self.num_classes, "image_size": self.image_size, "patch": self.patch,
-                "dim": self.dim, "depth": self.depth, "head_dim": self.head_dim,
-                "in_channels": self.in_channels}
+        return {
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "patch": self.patch,
+            "dim": self.dim,
+            "depth": self.depth,
+            "head_dim": self.head_dim,
+            "in_channels": self.in_channels,
+        }
 
-    def features(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
-                 masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def features(
+        self,
+        x: torch.Tensor,
+        mode: str = "drop",
+        keys: torch.Tensor | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """The normalised CLS token, [B, dim]."""
         m = self.group_masks(mode, keys, masks)
         x = self.to_tokens(x)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
         for i, blk in enumerate(self.blocks):
-            x = blk(x, self.kept[2 * i: 2 * i + 2], mode, m[2 * i: 2 * i + 2])
+            x = blk(x, self.kept[2 * i : 2 * i + 2], mode, m[2 * i : 2 * i + 2])
         return self.norm(x[:, 0])
 
-    def forward(self, x: torch.Tensor, mode: str = "drop", keys: torch.Tensor | None = None,
-                masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mode: str = "drop",
+        keys: torch.Tensor | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         return self.head(self.features(x, mode, keys, masks))
 
 
-def vit(num_classes: int = 10, image_size: int = 32, patch: int = 8, dim: int = 512, depth: int = 4,
-        heads: int = 8, head_dim: int = 64, mlp: int = 1536, capacity: float = 0.0, p: float = 0.2,
-        mask_seed: int = 0, in_channels: int = 3) -> ViT:
+def vit(
+    num_classes: int = 10,
+    image_size: int = 32,
+    patch: int = 8,
+    dim: int = 512,
+    depth: int = 4,
+    heads: int = 8,
+    head_dim: int = 64,
+    mlp: int = 1536,
+    capacity: float = 0.0,
+    p: float = 0.2,
+    mask_seed: int = 0,
+    in_channels: int = 3,
+) -> ViT:
     """The ViT of SPEC §3 with ``heads`` heads and ``mlp`` hidden units per block in total.
 
     ``capacity`` is the share of each block's heads and MLP units reserved as θ_o2 (0: an ordinary
@@ -199,5 +236,15 @@ def vit(num_classes: int = 10, image_size: int = 32, patch: int = 8, dim: int = 
     widths = [heads, mlp] * depth
     extra = [round(w * capacity) for w in widths]
     kept = [w - e for w, e in zip(widths, extra)]
-    return ViT(num_classes, kept, extra, MaskSpec(p=p, seed=mask_seed), image_size=image_size, patch=patch,
-               dim=dim, depth=depth, head_dim=head_dim, in_channels=in_channels)
+    return ViT(
+        num_classes,
+        kept,
+        extra,
+        MaskSpec(p=p, seed=mask_seed),
+        image_size=image_size,
+        patch=patch,
+        dim=dim,
+        depth=depth,
+        head_dim=head_dim,
+        in_channels=in_channels,
+    )

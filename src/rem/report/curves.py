@@ -55,8 +55,9 @@ def redirection_png(records: list[dict], method: str = "rem", rate: float = 0.5,
             ax.plot(x, [h[key] for h in rounds], style, color=color, marker="o", ms=3, label=label)
         if best is not None and best >= 0:
             ax.axvline(best + 1, color="black", lw=0.8, alpha=0.4)
-        ax.set_title(f"{task}, rate {float(rec['rate']):g} (best round {best + 1 if best is not None else '?'})",
-                     fontsize=9)
+        ax.set_title(
+            f"{task}, rate {float(rec['rate']):g} (best round {best + 1 if best is not None else '?'})", fontsize=9
+        )
         ax.set_xlabel("round (step 2 + step 3)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)

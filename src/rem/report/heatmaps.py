@@ -16,8 +16,12 @@ import math
 from rem.data.tasks import KINDS, REGULARITY
 from rem.report.tables import grid_values, order_methods, rates_of
 
-LABELS = {"uxh": "uxh (healed × utility / 100)", "healed": "healed (%)", "utility": "utility (%)",
-          "redirection": "REM round by round: θ_o1 forgets, θ_o2 takes the corruption over (Fig. 5)"}
+LABELS = {
+    "uxh": "uxh (healed × utility / 100)",
+    "healed": "healed (%)",
+    "utility": "utility (%)",
+    "redirection": "REM round by round: θ_o1 forgets, θ_o2 takes the corruption over (Fig. 5)",
+}
 
 
 def panels(rows: list[dict]) -> list[tuple[str, str]]:
@@ -32,16 +36,18 @@ PANELS_PER_ROW = 3
 MAX_WIDTH_IN = 13.0  # inches at 100 dpi: about the HTML page's width, so the image is not shrunk much
 
 
-def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int = 100,
-                collapsed: list[dict] | None = None) -> bytes:
+def heatmap_png(
+    rows: list[dict], starts: list[dict], metric: str, *, dpi: int = 100, collapsed: list[dict] | None = None
+) -> bytes:
     """One PNG with a panel per (method, pretraining type) for ``metric``; ``collapsed`` (the output of
     :func:`rem.report.tables.collapses`) marks the cells where a method collapses."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    marked = {(e["method"], e["pretrain_type"], c["task"], float(c["rate"]))
-              for e in collapsed or [] for c in e["collapsed"]}
+    marked = {
+        (e["method"], e["pretrain_type"], c["task"], float(c["rate"])) for e in collapsed or [] for c in e["collapsed"]
+    }
 
     pairs = panels(rows)
     tasks = [k for k in KINDS if any(r["task"] == k for r in rows)]
@@ -73,8 +79,7 @@ def heatmap_png(rows: list[dict], starts: list[dict], metric: str, *, dpi: int =
                         color="white" if v < 55 else "black",
                     )
                 if x and (method, ptype, tasks[y], float(rates[x - 1])) in marked:
-                    ax.add_patch(Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, fill=False, edgecolor="red",
-                                           linewidth=2))
+                    ax.add_patch(Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, fill=False, edgecolor="red", linewidth=2))
         ax.axvline(0.5, color="white", linewidth=3)
         ax.set_xticks(range(len(rates) + 1), ["start"] + [f"{r:g}" for r in rates], fontsize=9)
         ax.set_yticks(

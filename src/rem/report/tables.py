@@ -1,4 +1,6 @@
-"""Tables from a results store: the paper's Table 1 (mean ± SEM over cells) and the list of cells."""
+"""Aggregates of a results store's cells: the paper's Table 1 (mean ± SEM over cells), per task, per
+discovery rate, where methods collapse, and the list of cells. Building only: :mod:`rem.report.model` turns
+them into tables, :mod:`rem.report.markdown` and :mod:`rem.report.html` render those."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import math
 from collections.abc import Iterable
 
 from rem.data.tasks import KINDS, REGULARITY
+from rem.methods.base import method_label
 
 METRICS = ("healed", "utility", "uxh")
 CELL_COLUMNS = (
@@ -55,20 +58,6 @@ def flatten(record: dict) -> dict:
     return row
 
 
-def method_label(record: dict) -> str:
-    """The method's name, with its non-default extra capacity or soft mask, e.g. ``rem (r=0.25)``.
-
-    Cells of one method with another expansion ratio are another row of the table and another panel.
-    """
-    mc = record.get("method_config") or {}
-    tags = []
-    if mc.get("expand_ratio", 1.0) != 1.0:
-        tags.append(f"r={mc['expand_ratio']:g}")
-    if mc.get("soft_mask"):
-        tags.append("soft mask")
-    return f"{record.get('method')} ({', '.join(tags)})" if tags else record.get("method")
-
-
 def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
     """Mean, standard error of the mean (sample std / √n; NaN below 2 values) and the count, NaNs skipped."""
     v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
@@ -83,10 +72,12 @@ def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
 
 
 def order_methods(names: Iterable[str]) -> list[str]:
-    from rem.bench.grid import DEFAULT_ORDER
+    """Registered methods in their own order (:attr:`rem.methods.Method.order`), then the others (labels
+    such as ``rem (r=0.25)``, methods no longer registered) alphabetically."""
+    from rem.methods import method_names
 
-    names = set(names)
-    return [m for m in DEFAULT_ORDER if m in names] + sorted(names - set(DEFAULT_ORDER))
+    names, known = set(names), method_names()
+    return [m for m in known if m in names] + sorted(names - set(known))
 
 
 def summary_table(rows: list[dict]) -> list[dict]:
@@ -116,9 +107,7 @@ def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
     """Mean of ``metric`` per (method, pretraining type) and task (over rates and seeds)."""
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(
-            r.get(metric)
-        )
+        groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(r.get(metric))
     out = []
     for (method, ptype), per in groups.items():
         row = {"method": method, "pretrain_type": ptype}
@@ -134,36 +123,6 @@ def fmt_pm(mean: float, sem: float) -> str:
     if math.isnan(mean):
         return "—"
     return f"{mean:.2f}" if math.isnan(sem) else f"{mean:.2f} ± {sem:.2f}"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "—" if math.isnan(v) else f"{v:.2f}"
-    return "" if v is None else str(v)
-
-
-def summary_markdown(table: list[dict]) -> str:
-    lines = [
-        "| method | pretrain | cells | healed | utility | uxh | wall s (mean) |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in table:
-        lines.append(
-            f"| {r['method']} | {r['pretrain_type']} | {r['cells']} | "
-            f"{fmt_pm(r['healed_mean'], r['healed_sem'])} | {fmt_pm(r['utility_mean'], r['utility_sem'])} | "
-            f"{fmt_pm(r['uxh_mean'], r['uxh_sem'])} | {_fmt(r['wall_s_mean'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def by_task_markdown(table: list[dict], metric: str = "uxh") -> str:
-    head = " | ".join(f"{k} ({REGULARITY[k]})" for k in KINDS)
-    lines = [f"| method | pretrain | {head} |", "|---|---|" + "---:|" * len(KINDS)]
-    for r in table:
-        lines.append(
-            f"| {r['method']} | {r['pretrain_type']} | " + " | ".join(_fmt(r[k]) for k in KINDS) + " |"
-        )
-    return f"Mean {metric} per task (over discovery rates and seeds):\n\n" + "\n".join(lines) + "\n"
 
 
 def to_csv(rows: list[dict], columns: Iterable[str] | None = None) -> str:
@@ -189,9 +148,7 @@ COLLAPSE_UTILITY_DROP = 10.0
 
 def _start_value(starts: list[dict], task: str, ptype: str, metric: str) -> float:
     """Mean ``metric`` of the starting models of (task, pretraining type), over seeds; NaN if none."""
-    return mean_sem(
-        s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype
-    )[0]
+    return mean_sem(s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype)[0]
 
 
 def rates_of(rows: list[dict]) -> list[float]:
@@ -239,27 +196,11 @@ def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> 
         for method in order_methods(m for m, _ in pairs):
             for ptype in sorted(p for m, p in pairs if m == method):
                 start, *values = grid_values(rows, starts, method, ptype, metric, [task], rates)[0]
-                lines.append({"method": method, "pretrain_type": ptype, "start": start,
-                              "by_rate": dict(zip(rates, values))})
+                lines.append(
+                    {"method": method, "pretrain_type": ptype, "start": start, "by_rate": dict(zip(rates, values))}
+                )
         out[task] = lines
     return out
-
-
-def by_rate_markdown(tables: dict[str, list[dict]], metric: str = "uxh") -> str:
-    parts = []
-    for task, lines in tables.items():
-        rates = list(lines[0]["by_rate"])
-        parts.append(
-            f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
-            + f"| method | pretrain | start | {' | '.join(f'{r:g}' for r in rates)} |\n"
-            + "|---|---|---:|" + "---:|" * len(rates) + "\n"
-            + "".join(
-                f"| {ln['method']} | {ln['pretrain_type']} | {_fmt(ln['start'])} | "
-                + " | ".join(_fmt(v) for v in ln["by_rate"].values()) + " |\n"
-                for ln in lines
-            )
-        )
-    return "\n".join(parts)
 
 
 def collapses(
@@ -277,7 +218,8 @@ def collapses(
     for r in rows:
         if r["method"] != "none":
             groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(
-                (r["task"], float(r["rate"])), []).append(r)
+                (r["task"], float(r["rate"])), []
+            ).append(r)
     out = []
     rank = {m: i for i, m in enumerate(order_methods(m for m, _ in groups))}
     for (method, ptype), cells in sorted(groups.items(), key=lambda kv: (rank[kv[0][0]], kv[0][1])):
@@ -307,16 +249,3 @@ def collapse_where(entry: dict) -> str:
     for c in entry["collapsed"]:
         by.setdefault((c["task"], " and ".join(c["reasons"])), []).append(c["rate"])
     return "; ".join(f"{t} {', '.join(f'{r:g}' for r in rs)} ({why})" for (t, why), rs in by.items()) or "none"
-
-
-def collapse_markdown(entries: list[dict]) -> str:
-    lines = [
-        f"Collapsed cells: uxh less than {COLLAPSE_UXH_GAIN:g} points above the starting model's (no healing) "
-        f"or utility more than {COLLAPSE_UTILITY_DROP:g} points below it (utility):\n",
-        "| method | pretrain | collapsed / cells | where |",
-        "|---|---|---:|---|",
-    ]
-    for e in entries:
-        lines.append(f"| {e['method']} | {e['pretrain_type']} | {len(e['collapsed'])} / {e['cells']} | "
-                     f"{collapse_where(e)} |")
-    return "\n".join(lines) + "\n"

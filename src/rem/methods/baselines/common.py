@@ -34,16 +34,31 @@ def forward(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, mode: str) -> 
     return model(x, mode=mode, keys=mask_keys(idx) if mode == "mask" else None)
 
 
-def batches(task: Task, idx: torch.Tensor | None, cfg: MethodConfig, device, *, seed_offset: int = 0,
-            labels: torch.Tensor | None = None, drop_last: bool | None = None) -> Batches:
+def batches(
+    task: Task,
+    idx: torch.Tensor | None,
+    cfg: MethodConfig,
+    device,
+    *,
+    seed_offset: int = 0,
+    labels: torch.Tensor | None = None,
+    drop_last: bool | None = None,
+) -> Batches:
     """Shuffled, augmented batches over D_tr[idx] with labels as trained (or ``labels``).
 
     By default (``drop_last=None``), as in :func:`rem.train.fit`, the last incomplete batch is dropped
     when there is more than one batch; passes that must see every sample (epochs over D_f) pass False.
     """
     n = task.n_train if idx is None else len(idx)
-    return train_batches(task, idx, device=device, batch_size=cfg.batch_size, seed=cfg.seed + seed_offset,
-                         labels=labels, drop_last=n > cfg.batch_size if drop_last is None else drop_last)
+    return train_batches(
+        task,
+        idx,
+        device=device,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed + seed_offset,
+        labels=labels,
+        drop_last=n > cfg.batch_size if drop_last is None else drop_last,
+    )
 
 
 def plain_batches(task: Task, idx: torch.Tensor, batch_size: int, device) -> Batches:
@@ -66,8 +81,9 @@ class LossLog:
 
     def flush(self, step: int, **extra) -> None:
         if self.n:
-            self.history.append({"phase": self.phase, "step": step + 1, "loss": self.total / self.n,
-                                 **self.fixed, **extra})
+            self.history.append(
+                {"phase": self.phase, "step": step + 1, "loss": self.total / self.n, **self.fixed, **extra}
+            )
         self.total, self.n = 0.0, 0
 
 
@@ -101,7 +117,7 @@ def distill_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temper
     divergence of the student's softened distribution from the teacher's.
     """
     log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
-    return F.kl_div(log_p, teacher_probs.float(), reduction="batchmean") * temperature ** 2
+    return F.kl_div(log_p, teacher_probs.float(), reduction="batchmean") * temperature**2
 
 
 # --- layers ---------------------------------------------------------------------------------------
@@ -121,8 +137,7 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
     if arch == "resnet9":
         return [[n] for n in ("conv1", "conv2", "res1a", "res1b", "conv3", "res2a", "res2b", "conv4", "fc")]
     if arch == "vit":
-        return ([["to_tokens", "cls", "pos"]] + [[f"blocks.{i}"] for i in range(len(model.blocks))]
-                + [["norm", "head"]])
+        return [["to_tokens", "cls", "pos"]] + [[f"blocks.{i}"] for i in range(len(model.blocks))] + [["norm", "head"]]
     out: list[list[str]] = []
     for name, child in model.named_children():
         if isinstance(child, nn.ModuleList):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, register
+from rem.methods.base import Method, MethodConfig, register, setting
 from rem.methods.baselines.common import plain_batches
 from rem.metrics import accuracy
 from rem.models import shrink
@@ -48,8 +48,17 @@ def _accumulate(imp: dict[str, torch.Tensor], grads, kind: str, dim: int | None 
             imp[n] += v if dim is None else v.sum(dim)
 
 
-def importances(model: nn.Module, task, idx: torch.Tensor, batch_size: int, device, kind: str = "fisher",
-                per_sample: bool = True, chunk: int = 32, on_batch=None) -> dict[str, torch.Tensor]:
+def importances(
+    model: nn.Module,
+    task,
+    idx: torch.Tensor,
+    batch_size: int,
+    device,
+    kind: str = "fisher",
+    per_sample: bool = True,
+    chunk: int = 32,
+    on_batch=None,
+) -> dict[str, torch.Tensor]:
     """Per-entry importance of every parameter on D_tr[idx] (model in eval mode, ``drop`` mode).
 
     ``kind="fisher"``: squared gradient of the cross-entropy (labels as trained), the diagonal Fisher
@@ -110,8 +119,9 @@ def _batch_ticker(ctx, index_sets, batch_size: int):
 
 
 @torch.no_grad()
-def dampen_(model: nn.Module, imp_f: dict[str, torch.Tensor], imp_r: dict[str, torch.Tensor], alpha: float,
-            lam: float) -> int:
+def dampen_(
+    model: nn.Module, imp_f: dict[str, torch.Tensor], imp_r: dict[str, torch.Tensor], alpha: float, lam: float
+) -> int:
     """SSD's selection and dampening, in place: where imp_f > α·imp_r, θ ← θ·min(λ·imp_r/imp_f, 1).
 
     Returns the number of selected entries. Unselected entries are not touched; a selected entry is
@@ -138,10 +148,16 @@ class SSDConfig(MethodConfig):
     corrective-unlearning benchmark) or ``train`` (all of D_tr, as the SSD paper's D); ``per_sample``:
     which importance estimator (:func:`importances`)."""
 
-    alpha: float = 10.0
-    lam: float = 1.0
-    reference: str = "retain"
-    per_sample: bool = True  # the diagonal Fisher proper; False: SSD's code (see the module docstring)
+    alpha: float = setting(10.0, "selection weighting α: dampen entries with imp_f > α·imp_r")
+    lam: float = setting(1.0, "dampening constant λ: scale by min(λ·imp_r/imp_f, 1)")
+    reference: str = setting(
+        "retain", "set of the reference importance: 'retain' (D_r, SPEC §5) or 'train' (all of D_tr, the SSD paper's D)"
+    )
+    per_sample: bool = setting(
+        True,
+        "importance as the mean of per-sample squared gradients (the diagonal "
+        "Fisher proper); False: squared batch-mean gradients (SSD's code)",
+    )
 
     def validate(self) -> None:
         if self.alpha < 0 or self.lam < 0:
@@ -163,6 +179,7 @@ class SSD(Method):
     """
 
     name = "ssd"
+    order = 14
     config_cls = SSDConfig
     summary = "Selective Synaptic Dampening: shrink weights far more important to D_f than to D_r"
     uses = "D_f, D_r"
@@ -188,17 +205,18 @@ class PotionConfig(MethodConfig):
     Potion's code) or ≤ γ (``relative=False``); γ is the shared ``gamma`` (0.2); λ = ``lam`` = 1;
     ``per_sample``: which importance estimator (:func:`importances`)."""
 
-    max_tries: int = 50
-    growth: float = 1.1
-    start_share: float | None = None
-    relative: bool = True
-    lam: float = 1.0
-    per_sample: bool = False  # Potion's code: per-batch estimator (see the module docstring)
+    max_tries: int = setting(50, "at most this many tries of a growing share")
+    growth: float = setting(1.1, "factor by which the share grows per try (> 1)")
+    start_share: float | None = setting(None, "share of the first try (None: |D_f|/|D_tr|)")
+    relative: bool = setting(True, "stop at Acc(D_f) <= γ·Acc_start(D_f) (Potion's code); False: at <= γ")
+    lam: float = setting(1.0, "dampening constant λ")
+    per_sample: bool = setting(False, "per-sample importance estimator; False: per-batch (Potion's code)")
 
     def validate(self) -> None:
         if self.max_tries < 1 or self.growth <= 1.0 or self.lam < 0:
-            raise ConfigError(f"Potion: need max_tries >= 1, growth > 1, lam >= 0; got {self.max_tries}, "
-                              f"{self.growth}, {self.lam}")
+            raise ConfigError(
+                f"Potion: need max_tries >= 1, growth > 1, lam >= 0; got {self.max_tries}, {self.growth}, {self.lam}"
+            )
         if self.start_share is not None and not 0 < self.start_share <= 1:
             raise ConfigError(f"Potion: start_share must be in (0, 1], got {self.start_share}")
 
@@ -232,6 +250,7 @@ class Potion(Method):
     """
 
     name = "potion"
+    order = 15
     config_cls = PotionConfig
     summary = "Potion: label-free SSD with a percentile threshold grown until Acc(D_f) drops"
     uses = "D_f, D_r"
@@ -242,10 +261,8 @@ class Potion(Method):
         model = shrink(model).to(dev).eval()
         retain_idx = task.retain_idx(forget_idx)
         tick = _batch_ticker(ctx, (forget_idx, retain_idx), cfg.batch_size)
-        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample,
-                            on_batch=tick)
-        imp_r = importances(model, task, retain_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample,
-                            on_batch=tick)
+        imp_f = importances(model, task, forget_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample, on_batch=tick)
+        imp_r = importances(model, task, retain_idx, cfg.batch_size, dev, "logit-norm", cfg.per_sample, on_batch=tick)
         start = {k: v.clone() for k, v in model.state_dict().items()}
         ratios = finite_ratios(imp_f, imp_r)
         y = task.y_train.cpu()
@@ -258,8 +275,18 @@ class Potion(Method):
             alpha = percentile_threshold(ratios, q)
             n_sel = dampen_(model, imp_f, imp_r, alpha, cfg.lam)
             acc = accuracy(model, task, forget_idx, y, device=dev) / 100
-            history.append({"try": attempt, "share": s, "percentile": q, "alpha": alpha, "selected": n_sel,
-                            "acc_f": acc, "acc_f_start": acc_start, "target": target})
+            history.append(
+                {
+                    "try": attempt,
+                    "share": s,
+                    "percentile": q,
+                    "alpha": alpha,
+                    "selected": n_sel,
+                    "acc_f": acc,
+                    "acc_f_start": acc_start,
+                    "target": target,
+                }
+            )
             if acc <= target:
                 break
             s *= cfg.growth

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register
+from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register, setting
 from rem.methods.baselines.common import (
     LossLog,
     batches,
@@ -27,8 +27,7 @@ from rem.runtime import autocast
 
 
 @torch.no_grad()
-def _probs(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, mode: str, temperature: float
-           ) -> torch.Tensor:
+def _probs(model: nn.Module, x: torch.Tensor, idx: torch.Tensor, mode: str, temperature: float) -> torch.Tensor:
     return F.softmax(forward(model, x, idx, mode).float() / temperature, dim=1)
 
 
@@ -39,15 +38,14 @@ class SCRUBConfig(MethodConfig):
     (10: one chunk is about one epoch of D_r at the paper's budget). ``msteps``: how many of the first
     rounds start with one epoch of max-steps over D_f."""
 
-    alpha: float = 0.01
-    temperature: float = 4.0
-    rounds: int = 10
-    msteps: int = 3
+    alpha: float = setting(0.01, "weight of the KL term in the min-steps")
+    temperature: float = setting(4.0, "distillation temperature T")
+    rounds: int = setting(10, "the min-step budget `steps` is split into this many equal chunks")
+    msteps: int = setting(3, "how many of the first rounds start with one epoch of max-steps over D_f")
 
     def validate(self) -> None:
         if self.alpha < 0 or self.temperature <= 0:
-            raise ConfigError(f"SCRUB: alpha must be >= 0 and temperature > 0, got {self.alpha}, "
-                              f"{self.temperature}")
+            raise ConfigError(f"SCRUB: alpha must be >= 0 and temperature > 0, got {self.alpha}, {self.temperature}")
         if self.rounds < 1 or self.msteps < 0:
             raise ConfigError(f"SCRUB: rounds must be >= 1 and msteps >= 0, got {self.rounds}, {self.msteps}")
 
@@ -70,6 +68,7 @@ class SCRUB(Method):
     """
 
     name = "scrub"
+    order = 12
     config_cls = SCRUBConfig
     summary = "SCRUB: max KL to a frozen teacher on D_f, min CE + alpha KL on D_r"
     uses = "D_f, D_r"
@@ -121,7 +120,7 @@ class SCRUB(Method):
 class BadTConfig(MethodConfig):
     """Bad Teacher's settings: the distillation temperature (1 in the paper)."""
 
-    temperature: float = 1.0
+    temperature: float = setting(1.0, "distillation temperature (1 in the paper)")
 
     def validate(self) -> None:
         if self.temperature <= 0:
@@ -129,8 +128,15 @@ class BadTConfig(MethodConfig):
 
 
 @torch.no_grad()
-def teacher_targets(x: torch.Tensor, idx: torch.Tensor, in_forget: torch.Tensor, competent: nn.Module,
-                    incompetent: nn.Module, mode: str, temperature: float) -> torch.Tensor:
+def teacher_targets(
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    in_forget: torch.Tensor,
+    competent: nn.Module,
+    incompetent: nn.Module,
+    mode: str,
+    temperature: float,
+) -> torch.Tensor:
     """Per-sample teacher distributions: the incompetent (random) teacher's for samples of D_f
     (``in_forget`` true), the competent (original) teacher's for the others. Each teacher only ever
     sees its own samples."""
@@ -157,6 +163,7 @@ class BadTeacher(Method):
     """
 
     name = "badt"
+    order = 13
     config_cls = BadTConfig
     summary = "Bad Teacher: distil from the original on D_r and from a random network on D_f"
     uses = "D_tr"

@@ -10,7 +10,7 @@ from torch import nn
 
 from rem.data.tasks import generator
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, register
+from rem.methods.base import Method, MethodConfig, cycle, register, setting
 from rem.methods.baselines.common import LossLog, batches, forward, plain_batches, train_forward_mode
 from rem.models import shrink
 from rem.runtime import autocast
@@ -24,19 +24,29 @@ class MaskedOptimizer(torch.optim.Optimizer):
     written back with ``torch.where``, so weight decay and momentum never leak outside the mask.
     """
 
-    def __init__(self, params_and_masks: list[tuple[nn.Parameter, torch.Tensor]], kind: str = "sgd",
-                 lr: float = 0.005, momentum: float = 0.9, weight_decay: float = 5e-4,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params_and_masks: list[tuple[nn.Parameter, torch.Tensor]],
+        kind: str = "sgd",
+        lr: float = 0.005,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         if kind not in ("sgd", "adam"):
             raise ConfigError(f"MaskedOptimizer: kind must be 'sgd' or 'adam', got {kind!r}")
         params = [p for p, _ in params_and_masks]
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                  "betas": betas, "eps": eps})
+        super().__init__(
+            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "betas": betas, "eps": eps}
+        )
         self.kind = kind
         for p, m in params_and_masks:
             if m.shape != p.shape or m.dtype != torch.bool:
-                raise ConfigError(f"mask of shape {tuple(m.shape)} / {m.dtype} for a parameter of "
-                                  f"shape {tuple(p.shape)}: need a bool mask of the same shape")
+                raise ConfigError(
+                    f"mask of shape {tuple(m.shape)} / {m.dtype} for a parameter of "
+                    f"shape {tuple(p.shape)}: need a bool mask of the same shape"
+                )
             self.state[p]["mask"] = m.to(p.device)
 
     @torch.no_grad()
@@ -66,13 +76,14 @@ class MaskedOptimizer(torch.optim.Optimizer):
                     eas = st.setdefault("exp_avg_sq", torch.zeros_like(p))
                     ea.copy_(torch.where(m, ea * b1 + (1 - b1) * g, ea))
                     eas.copy_(torch.where(m, eas * b2 + (1 - b2) * g * g, eas))
-                    denom = (eas / (1 - b2 ** t)).sqrt() + group["eps"]
-                    p.copy_(torch.where(m, p - lr * (ea / (1 - b1 ** t)) / denom, p))
+                    denom = (eas / (1 - b2**t)).sqrt() + group["eps"]
+                    p.copy_(torch.where(m, p - lr * (ea / (1 - b1**t)) / denom, p))
         return None
 
 
-def saliency_mask(model: nn.Module, task, forget_idx: torch.Tensor, batch_size: int, mode: str, device,
-                  share: float = 0.5) -> dict[str, torch.Tensor]:
+def saliency_mask(
+    model: nn.Module, task, forget_idx: torch.Tensor, batch_size: int, mode: str, device, share: float = 0.5
+) -> dict[str, torch.Tensor]:
     """SalUn's weight saliency: the top ``share`` of all parameter entries by |∂(−CE)/∂θ| on D_f.
 
     The gradient of the forget loss −CE (labels as trained) is accumulated over non-augmented batches of
@@ -85,8 +96,7 @@ def saliency_mask(model: nn.Module, task, forget_idx: torch.Tensor, batch_size: 
     for x, y, idx in plain_batches(task, forget_idx, batch_size, device):
         (-F.cross_entropy(forward(model, x, idx, mode).float(), y)).backward()
     named = list(model.named_parameters())
-    flat = torch.cat([(p.grad.abs() if p.grad is not None else torch.zeros_like(p)).flatten()
-                      for _, p in named])
+    flat = torch.cat([(p.grad.abs() if p.grad is not None else torch.zeros_like(p)).flatten() for _, p in named])
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     k = int(round(share * flat.numel()))
@@ -95,7 +105,7 @@ def saliency_mask(model: nn.Module, task, forget_idx: torch.Tensor, batch_size: 
         chosen[torch.argsort(flat, descending=True, stable=True)[:k]] = True
     out, start = {}, 0
     for n, p in named:
-        out[n] = chosen[start:start + p.numel()].view_as(p)
+        out[n] = chosen[start : start + p.numel()].view_as(p)
         start += p.numel()
     return out
 
@@ -110,7 +120,7 @@ def random_other_labels(y: torch.Tensor, num_classes: int, seed: int) -> torch.T
 class SalUnConfig(MethodConfig):
     """SalUn's settings: ``share``, the share of weights in the saliency mask (50 % in the paper)."""
 
-    share: float = 0.5
+    share: float = setting(0.5, "share of weights in the saliency mask, in (0, 1]")
 
     def validate(self) -> None:
         if not 0.0 < self.share <= 1.0:
@@ -131,6 +141,7 @@ class SalUn(Method):
     """
 
     name = "salun"
+    order = 16
     config_cls = SalUnConfig
     summary = "SalUn: train only the D_f-salient half of the weights, random labels on D_f"
     uses = "D_f, D_r"
@@ -143,10 +154,20 @@ class SalUn(Method):
         labels = task.y_train.cpu().clone()
         labels[forget_idx] = random_other_labels(labels[forget_idx], task.data.num_classes, cfg.seed)
         data = batches(task, None, cfg, dev, labels=labels)
-        opt = MaskedOptimizer([(p, masks[n]) for n, p in model.named_parameters()], cfg.optimizer, lr=cfg.lr,
-                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        history.append({"phase": "mask", "masked": int(sum(int(m.sum()) for m in masks.values())),
-                        "total": sum(m.numel() for m in masks.values())})
+        opt = MaskedOptimizer(
+            [(p, masks[n]) for n, p in model.named_parameters()],
+            cfg.optimizer,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+        history.append(
+            {
+                "phase": "mask",
+                "masked": int(sum(int(m.sum()) for m in masks.values())),
+                "total": sum(m.numel() for m in masks.values()),
+            }
+        )
         log = LossLog(history, len(data))
         model.train()
         for step, (x, y, idx) in cycle(data, cfg.steps):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register
+from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register, setting
 from rem.methods.baselines.common import (
     LossLog,
     batches,
@@ -36,6 +36,7 @@ class NoUnlearning(Method):
     """
 
     name = "none"
+    order = 0
     summary = "No unlearning: the starting model as deployed"
     uses = "—"
 
@@ -56,21 +57,26 @@ class Retrain(Method):
     """
 
     name = "retrain"
+    order = 6
     summary = "Retrain from scratch on D_r with the pretraining recipe"
     uses = "D_r"
 
     def _unlearn(self, model, task, forget_idx, ctx, history):
         if ctx.pretrain_recipe is None:
-            raise ConfigError("retrain needs the pretraining recipe: set Context.pretrain_recipe "
-                              "(the Recipe the starting model was trained with)")
+            raise ConfigError(
+                "retrain needs the pretraining recipe: set Context.pretrain_recipe "
+                "(the Recipe the starting model was trained with)"
+            )
         cfg = self.config
         new = fresh_model(model, derived_seed(cfg.seed, "retrain-init"))
         retain_idx = task.retain_idx(forget_idx)
         mode = train_forward_mode(model, ctx)
-        fit(new, task, retain_idx, ctx.pretrain_recipe, mode=mode, device=ctx.device, seed=cfg.seed,
-            on_step=ctx.on_step)
-        history.append({"phase": "retrain", "steps": ctx.pretrain_recipe.steps, "mode": mode,
-                        "n_retain": len(retain_idx)})
+        fit(
+            new, task, retain_idx, ctx.pretrain_recipe, mode=mode, device=ctx.device, seed=cfg.seed, on_step=ctx.on_step
+        )
+        history.append(
+            {"phase": "retrain", "steps": ctx.pretrain_recipe.steps, "mode": mode, "n_retain": len(retain_idx)}
+        )
         return shrink(new)
 
 
@@ -112,6 +118,7 @@ class Finetune(Method):
     """
 
     name = "finetune"
+    order = 7
     summary = "Fine-tune on D_r with cross-entropy"
     uses = "D_r"
 
@@ -124,7 +131,7 @@ class Finetune(Method):
 class LastLayersConfig(MethodConfig):
     """``k``: how many of the last layers (:func:`last_layers`) are trained."""
 
-    k: int = 2
+    k: int = setting(2, "how many of the last layers are trained")
 
     def validate(self) -> None:
         if self.k < 1:
@@ -133,7 +140,7 @@ class LastLayersConfig(MethodConfig):
 
 @dataclass(frozen=True)
 class LastLayers4Config(LastLayersConfig):
-    k: int = 4
+    k: int = setting(4, "how many of the last layers are trained")
 
 
 class _LastLayers(Method):
@@ -154,10 +161,15 @@ class _LastLayers(Method):
             p.requires_grad_(under(n, names))
             if p.requires_grad:
                 params.append(p)
-        history.append({"phase": "setup", "trained_layers": names, "reinit": self.reinit,
-                        "trained_params": sum(p.numel() for p in params)})
-        _train_ce(model, task, task.retain_idx(forget_idx), cfg, ctx, history, params=params,
-                  train_modules=names)
+        history.append(
+            {
+                "phase": "setup",
+                "trained_layers": names,
+                "reinit": self.reinit,
+                "trained_params": sum(p.numel() for p in params),
+            }
+        )
+        _train_ce(model, task, task.retain_idx(forget_idx), cfg, ctx, history, params=params, train_modules=names)
         model.requires_grad_(True)
         return shrink(model)
 
@@ -171,6 +183,7 @@ class CF2(_LastLayers):
     """
 
     name = "cf-2"
+    order = 8
     config_cls = LastLayersConfig
     summary = "Catastrophic forgetting-k: fine-tune only the last k layers on D_r"
 
@@ -179,6 +192,7 @@ class CF2(_LastLayers):
 class CF4(CF2):
     __doc__ = CF2.__doc__.replace("k = 2", "k = 4")
     name = "cf-4"
+    order = 9
     config_cls = LastLayers4Config
 
 
@@ -191,6 +205,7 @@ class EU2(_LastLayers):
     """
 
     name = "eu-2"
+    order = 10
     config_cls = LastLayersConfig
     summary = "Exact unlearning-k: re-initialise the last k layers and train only them on D_r"
     reinit = True
@@ -200,6 +215,7 @@ class EU2(_LastLayers):
 class EU4(EU2):
     __doc__ = EU2.__doc__.replace("k = 2", "k = 4")
     name = "eu-4"
+    order = 11
     config_cls = LastLayers4Config
 
 

@@ -1,0 +1,208 @@
+"""``rem report``: heatmaps, tables and one self-contained HTML page from a run folder's results store.
+
+Writes into the output folder (default ``<run_dir>/report``):
+
+- ``heatmap_uxh.png``, ``heatmap_healed.png``, ``heatmap_utility.png``: SPEC §2's Figure 1 (rows =
+  regularity, columns = discovery rate, one panel per method, the starting model as reference column);
+- ``table.md`` / ``table.csv``: Table 1, mean ± SEM over cells of healed, utility and uxh per method
+  and pretraining type, sorted by uxh (plus, in the Markdown, mean uxh per task, uxh per task and
+  discovery rate, and the cells where each method collapses, see :func:`rem.report.tables.collapses`);
+- ``redirection.png``: REM's per-round history per task (the paper's Fig. 5), when its cells track it;
+- ``cells.csv``: every finished cell's metrics;
+- ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rem.paths import write_atomic
+from rem.report.curves import redirection_png
+from rem.report.heatmaps import heatmap_png
+from rem.report.html import report_html
+from rem.report.markdown import report_markdown
+from rem.report.tables import (
+    CELL_COLUMNS,
+    by_rate_table,
+    by_task_table,
+    collapses,
+    flatten,
+    summary_table,
+    to_csv,
+)
+
+HEATMAP_METRICS = ("uxh", "healed", "utility")
+KNOWN_METRICS = ("uxh", "healed", "utility", "healed_test", "forget_acc", "asr", "test_acc", "corrupt_acc")
+
+
+@dataclass
+class Report:
+    """Paths of what :func:`build_report` wrote, and the summary table."""
+
+    out_dir: Path
+    html: Path
+    table_md: Path
+    table_csv: Path
+    cells_csv: Path
+    heatmaps: dict[str, Path] = field(default_factory=dict)
+    table: list[dict] = field(default_factory=list)
+    n_cells: int = 0
+    n_failed: int = 0
+    collapses: list[dict] = field(default_factory=list)  # per method: the (task, rate) cells that collapse
+    warning: str = ""  # set when records of several grids share a run folder
+
+
+def _starts(records: list[dict]) -> list[dict]:
+    """The distinct starting models of the records (their metrics before unlearning)."""
+    seen: dict[str, dict] = {}
+    for r in records:
+        if r.get("start_metrics") and r.get("start_key") not in seen:
+            seen[r["start_key"]] = {
+                "task": r["task"],
+                "pretrain_type": r["pretrain_type"],
+                "seed": r["seed"],
+                "metrics": r["start_metrics"],
+            }
+    return list(seen.values())
+
+
+def settings_match(record: dict, where: dict[str, dict] | None) -> bool:
+    """Whether ``record``'s method settings have the values of ``where`` (``{"*" or method: {key: value}}``,
+    each value parsed by the method's field type); a setting the method does not have is no obstacle."""
+    from rem.methods import REGISTRY
+    from rem.settings import coerce_fields
+
+    if not where:
+        return True
+    method, mc = record.get("method"), record.get("method_config") or {}
+    wanted = {**where.get("*", {}), **where.get(method, {})}
+    cls = REGISTRY.get(method)
+    for key, value in wanted.items():
+        if key not in mc:
+            continue
+        if cls is not None and key in {f.name for f in dataclasses.fields(cls.config_cls)}:
+            value = coerce_fields(cls.config_cls, {key: value}, f"method {method!r}")[key]
+        if mc[key] != value:
+            return False
+    return True
+
+
+def build_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    metrics: tuple[str, ...] = HEATMAP_METRICS,
+    methods: list[str] | None = None,
+    pretrain_types: list[str] | None = None,
+    where: dict[str, dict] | None = None,
+) -> Report:
+    """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
+
+    ``methods`` and ``pretrain_types`` restrict it to some methods and pretraining types; ``where`` to the
+    cells whose method settings have these values, given as ``rem bench --set`` gives them
+    (``{"*": {"expand_ratio": 1}}``: every method that has the setting; ``{"rem": {...}}``: one method),
+    cells of methods without the setting passing — e.g. ``expand_ratio`` 1 for a grid's own cells in a
+    run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
+    :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
+    """
+    from rem.bench.store import ResultStore
+    from rem.errors import ConfigError, StoreError
+
+    bad = [m for m in metrics if m not in KNOWN_METRICS]
+    if bad:
+        raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
+    from rem.paths import check_output_dir
+
+    run_dir = Path(run_dir)
+    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
+    with ResultStore.in_run_dir(run_dir, create=False) as store:
+        records = store.records("done")
+        failed = store.records("failed")
+        meta = store.meta()
+
+    def keep(r: dict) -> bool:
+        if methods and r.get("method") not in methods:
+            return False
+        if pretrain_types and r.get("pretrain_type") not in pretrain_types:
+            return False
+        return settings_match(r, where)
+
+    records = [r for r in records if keep(r)]
+    failed = [r for r in failed if keep(r)]
+    if not records:
+        filters = [
+            f"methods {methods}" if methods else "",
+            f"pretraining types {pretrain_types}" if pretrain_types else "",
+            f"settings {where}" if where else "",
+        ]
+        raise StoreError(
+            f"{run_dir / 'results.sqlite'} holds no finished cell"
+            + (" of " + ", ".join(f for f in filters if f) if any(filters) else "")
+            + ": nothing to report"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [flatten(r) for r in records]
+    coords: dict[tuple, int] = {}
+    for r in rows:
+        c = (r["method"], r["pretrain_type"], r["task"], r["rate"], r["seed"])
+        coords[c] = coords.get(c, 0) + 1
+    mixed = sum(n > 1 for n in coords.values())
+    warning = (
+        f"Warning: {mixed} (method, pretraining, task, rate, seed) cells have several records with different "
+        "settings (several grids in one run folder); they are averaged together. Use one run folder per grid."
+        if mixed
+        else ""
+    )
+    starts = _starts(records)
+    table = summary_table(rows)
+    by_task = by_task_table(rows)
+    by_rate = by_rate_table(rows, starts)
+    collapsed = collapses(rows, starts)
+    rep = Report(
+        warning=warning,
+        out_dir=out,
+        html=out / "report.html",
+        table_md=out / "table.md",
+        table_csv=out / "table.csv",
+        cells_csv=out / "cells.csv",
+        table=table,
+        n_cells=len(records),
+        n_failed=len(failed),
+        collapses=collapsed,
+    )
+    pngs = {}
+    for m in metrics:
+        pngs[m] = heatmap_png(rows, starts, m, collapsed=collapsed)
+        rep.heatmaps[m] = write_atomic(out / f"heatmap_{m}.png", pngs[m])
+    curve = redirection_png(records)
+    if curve is not None:  # the paper's Fig. 5, from REM's per-round history
+        pngs["redirection"] = curve
+        rep.heatmaps["redirection"] = write_atomic(out / "redirection.png", curve)
+    md = report_markdown(table, by_task, by_rate, collapsed, warning)
+    write_atomic(rep.table_md, md)
+    write_atomic(
+        rep.table_csv,
+        to_csv(
+            table,
+            [
+                "method",
+                "pretrain_type",
+                "cells",
+                "tasks",
+                "healed_mean",
+                "healed_sem",
+                "utility_mean",
+                "utility_sem",
+                "uxh_mean",
+                "uxh_sem",
+                "wall_s_mean",
+            ],
+        ),
+    )
+    write_atomic(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
+    write_atomic(
+        rep.html, report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
+    )
+    return rep

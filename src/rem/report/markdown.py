@@ -1,0 +1,53 @@
+"""``table.md``: the report's tables (:mod:`rem.report.model`) rendered as Markdown."""
+
+from __future__ import annotations
+
+import math
+
+from rem.data.tasks import REGULARITY
+from rem.report.model import Table, by_rate_views, by_task_view, collapse_view, summary_view
+from rem.report.tables import COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
+
+
+def cell(v) -> str:
+    """A value as Markdown shows it: floats with two decimals, NaN as —, None as nothing."""
+    if isinstance(v, float):
+        return "—" if math.isnan(v) else f"{v:.2f}"
+    return "" if v is None else str(v)
+
+
+def markdown_table(t: Table) -> str:
+    """``t`` as a Markdown table (ending in a newline)."""
+    lines = ["| " + " | ".join(t.head) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in t.align)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in t.rows]
+    return "\n".join(lines) + "\n"
+
+
+def report_markdown(
+    table: list[dict],
+    by_task: list[dict],
+    by_rate: dict[str, list[dict]],
+    collapsed: list[dict],
+    warning: str = "",
+    metric: str = "uxh",
+) -> str:
+    """The whole ``table.md``."""
+    rate_parts = [
+        f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
+        + markdown_table(t)
+        for task, t in by_rate_views(by_rate).items()
+    ]
+    return (
+        "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh.\n\n"
+        + (f"**{warning}**\n\n" if warning else "")
+        + markdown_table(summary_view(table))
+        + "\n"
+        + f"Mean {metric} per task (over discovery rates and seeds):\n\n"
+        + markdown_table(by_task_view(by_task))
+        + "\n"
+        + "\n".join(rate_parts)
+        + "\n"
+        + f"Collapsed cells: uxh less than {COLLAPSE_UXH_GAIN:g} points above the starting model's (no healing) "
+        f"or utility more than {COLLAPSE_UTILITY_DROP:g} points below it (utility):\n\n"
+        + markdown_table(collapse_view(collapsed))
+    )

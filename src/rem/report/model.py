@@ -1,0 +1,83 @@
+"""The one table model of the report: each table is built once here and rendered by
+:mod:`rem.report.markdown` (``table.md``) and :mod:`rem.report.html` (``report.html``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rem.data.tasks import KINDS, REGULARITY
+from rem.report.tables import collapse_where, fmt_pm
+
+
+@dataclass(frozen=True)
+class Table:
+    """A header, rows of values (floats are formatted by the renderer) and each column's alignment
+    (``"l"`` or ``"r"``); the leading ``"l"`` columns are the row labels."""
+
+    head: list[str]
+    rows: list[list]
+    align: str
+
+    @property
+    def left(self) -> int:
+        """How many leading columns are row labels."""
+        return len(self.align) - len(self.align.lstrip("l"))
+
+
+def summary_view(table: list[dict]) -> Table:
+    """Table 1: mean ± SEM per method and pretraining type (:func:`rem.report.tables.summary_table`)."""
+    return Table(
+        ["method", "pretrain", "cells", "healed", "utility", "uxh", "wall s (mean)"],
+        [
+            [
+                r["method"],
+                r["pretrain_type"],
+                r["cells"],
+                fmt_pm(r["healed_mean"], r["healed_sem"]),
+                fmt_pm(r["utility_mean"], r["utility_sem"]),
+                fmt_pm(r["uxh_mean"], r["uxh_sem"]),
+                r["wall_s_mean"],
+            ]
+            for r in table
+        ],
+        "llrrrrr",
+    )
+
+
+def by_task_view(by_task: list[dict]) -> Table:
+    """Mean of a metric per task (:func:`rem.report.tables.by_task_table`)."""
+    return Table(
+        ["method", "pretrain"] + [f"{k} ({REGULARITY[k]})" for k in KINDS],
+        [[r["method"], r["pretrain_type"]] + [r[k] for k in KINDS] for r in by_task],
+        "ll" + "r" * len(KINDS),
+    )
+
+
+def by_rate_views(by_rate: dict[str, list[dict]]) -> dict[str, Table]:
+    """Per task, a metric per discovery rate (:func:`rem.report.tables.by_rate_table`)."""
+    out = {}
+    for task, lines in by_rate.items():
+        rates = list(lines[0]["by_rate"])
+        out[task] = Table(
+            ["method", "pretrain", "start"] + [f"{r:g}" for r in rates],
+            [[ln["method"], ln["pretrain_type"], ln["start"], *ln["by_rate"].values()] for ln in lines],
+            "llr" + "r" * len(rates),
+        )
+    return out
+
+
+def collapse_view(collapsed: list[dict]) -> Table:
+    """Where each method collapses (:func:`rem.report.tables.collapses`)."""
+    return Table(
+        ["method", "pretrain", "collapsed / cells", "where"],
+        [
+            [e["method"], e["pretrain_type"], f"{len(e['collapsed'])} / {e['cells']}", collapse_where(e)]
+            for e in collapsed
+        ],
+        "llrl",
+    )
+
+
+def cells_view(rows: list[dict], columns: list[str], left: int = 3) -> Table:
+    """Every cell, the given columns."""
+    return Table(list(columns), [[r.get(c) for c in columns] for r in rows], "l" * left + "r" * (len(columns) - left))
