@@ -27,8 +27,19 @@ the frozen BN of step 2 stays as an option, ``forget_bn_frozen`` (off by default
 Departures, all **[choice]** where SPEC leaves room: one SGD optimiser serves both phases (the
 momentum it carries is the paper code's behaviour); the step-2 stopping accuracy is measured after each
 epoch on augmented D_f images in inference mode; in the last round the redirect epoch stops mid-way when
-the budget is reached. θ_o2 at the start (``extra_init``) and the model selection (``select_on``,
-``keep_start``): see :class:`REMConfig`. **[beyond]** ``expand_ratio`` below 1 and ``soft_mask``.
+the budget is reached. **[beyond]** ``expand_ratio`` below 1 and ``soft_mask``.
+
+Two behaviours of the authors' code were measured against ours (``cpu`` profile, interclass, discovery
+0.5, seed 0, the same starting model; ``rem bench --set rem.<key>=...``), and ours kept:
+
+- θ_o2 at the start (``extra_init``): theirs is the reserved half of a capacity-0.5 network, default-
+  initialised, shrunk by weight decay during pretraining, with BN statistics that tracked it; ours is
+  fresh default initialisation with BN statistics (0, 1), as SPEC §3 says. Emulating theirs
+  (``extra_init="pretrained"``) gave the same selected round and uxh (16.2 vs 16.2; healed 21.3 both).
+- Model selection (``select_on``, ``keep_start``) **[choice]**: theirs scores the proxy on augmented
+  images and lets the starting model compete; on the same trajectory that picked the last round (uxh
+  12.1) where ours, on clean images, picked the first (uxh 16.2). The starting model never won (its
+  proxy is ~0.04: it still fits ~96 % of D_f), so ``keep_start`` made no difference there.
 
 Per round, for analysis only (never used for selection), the history also records ``track_*``: the
 dropped model's healed, utility and accuracy on D_f, and the masked model's accuracy on D_f (SPEC §7:
