@@ -129,6 +129,13 @@ def cmd_unlearn(args) -> int:
     from rem.metrics import evaluate
     from rem.runtime import environment, measure, pick_device
 
+    if getattr(args, "model", None) is not None:  # a user's own model and data: rem.heal_cli
+        from rem.heal_cli import run
+
+        return run(args)
+    if args.checkpoint is None:
+        raise RemError("give --checkpoint (a model written by rem train) or --model with --weights, --data and "
+                       "--forget (your own model)")
     dev = pick_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, dev)
     profile, task = _task_from(meta["profile"], meta["task"], args.data_dir, not args.no_download)
@@ -226,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("unlearn", help="heal a checkpoint given the discovered corrupted indices",
                        description="Run an unlearning method on a checkpoint: the discovered set D_f is the "
                                    "task's own at --rate, or the indices in --forget-file.")
-    p.add_argument("--checkpoint", required=True, help="the starting model (.safetensors written by rem train)")
+    p.add_argument("--checkpoint", default=None, help="the starting model (.safetensors written by rem train)")
     p.add_argument("--method", default="rem", help="unlearning method (see `rem methods`; default rem)")
     p.add_argument("--rate", type=float, default=None, help="discovery rate |D_f|/|D_c| in [0, 1]")
     p.add_argument("--forget-file", default=None,
@@ -240,8 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soft-mask", action="store_true", help="REM: soft per-sample masks in [0, 1] instead of 0/1")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any other method setting, e.g. --set beta=0.5 --set alpha=0.1 (repeatable)")
-    p.add_argument("--out", required=True, help="output folder for the healed checkpoint and metrics.json")
+    p.add_argument("--out", required=True, help="output folder for the healed checkpoint and metrics.json "
+                                                "(with --model: the healed .safetensors file)")
     common(p)
+    from rem.heal_cli import add_user_args
+
+    add_user_args(p)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("methods", help="list the registered unlearning methods")
