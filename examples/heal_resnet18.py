@@ -128,7 +128,7 @@ def report(model, x_test, y_test, x_test_trig, x_found, y_found, target: int = 0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--width", type=int, default=16, help="ResNet-18 base width (64 is the standard)")
-    ap.add_argument("--epochs", type=int, default=15, help="training epochs of the poisoned model")
+    ap.add_argument("--epochs", type=int, default=30, help="training epochs of the poisoned model")
     ap.add_argument("--rate", type=float, default=0.5, help="share of the poisoned images that were found")
     ap.add_argument("--steps", type=int, default=100, help="REM's repair steps (the cpu profile's 100)")
     ap.add_argument("--method", default="rem", help="unlearning method (rem, npo, finetune, scrub, ...)")
