@@ -163,7 +163,9 @@ def test_targets_by_type_name_and_pattern():
     assert select_targets(vit, r"blocks\.\d\.fc1") == ["blocks.0.fc1", "blocks.1.fc1"]
     assert select_targets(vit, [nn.Conv2d]) == ["embed"]
     assert "embed" not in select_targets(vit, exclude=["embed"])
-    with pytest.raises(ConfigError, match="Conv2d or Linear"):
+    assert select_targets(vit, ["blocks.1"]) == ["blocks.1.fc1", "blocks.1.fc2"]  # a block: the layers inside
+    assert select_targets(vit, exclude=["blocks"]) == ["embed"]
+    with pytest.raises(ConfigError, match="neither a Conv2d / Linear nor a block"):
         select_targets(vit, ["norm"])
     with pytest.raises(ConfigError, match="MultiheadAttention"):
         select_targets(vit, ["out_proj"])

@@ -144,8 +144,9 @@ def read_forget(path: str | Path, task) -> torch.Tensor:
         except json.JSONDecodeError as e:
             raise DataError(f"{p}: not a JSON list: {e}") from e
     else:
-        tokens = text.replace(",", "\n").split() if not task.files else [t.strip() for t in text.splitlines()]
-        tokens = [t for t in tokens if t and not t.startswith("#")]
+        lines = [t.strip() for t in text.splitlines() if t.strip() and not t.strip().startswith("#")]
+        numbers = " ".join(lines).replace(",", " ").split()
+        tokens = numbers if all(t.lstrip("-").isdigit() for t in numbers) else lines
     try:
         return torch.tensor([int(t) for t in tokens], dtype=torch.int64)
     except ValueError:

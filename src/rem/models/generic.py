@@ -75,26 +75,35 @@ def select_targets(model: nn.Module, targets=None, exclude=None) -> list[str]:
     """Names of the layers that get a branch (see the module docstring for the defaults).
 
     ``targets``: None (default), a regular expression (str), or a list of types / names / dotted
-    suffixes / globs. ``exclude``: the same forms, removed afterwards. Raises :class:`ConfigError`
-    when a pattern picks a layer that is not a Conv2d or Linear, or when nothing is left.
+    suffixes / globs. A pattern that picks a container (a block, a ``Sequential``) picks every Conv2d /
+    Linear inside it. ``exclude``: the same forms, removed afterwards. Raises :class:`ConfigError`
+    when a pattern picks a layer that is neither a Conv2d / Linear nor holds one, or when nothing is left.
     """
     named = [(n, m) for n, m in model.named_modules() if n]
     in_mha = {f"{n}.{c}" for n, m in named if isinstance(m, nn.MultiheadAttention) for c, _ in m.named_children()}
+    layers = [n for n, m in named if isinstance(m, TARGET_TYPES) and n not in in_mha]
+
+    def picked(patterns, strict: bool) -> set[str]:
+        out: set[str] = set()
+        for n, m in named:
+            if not _select(patterns, n, m):
+                continue
+            inside = [x for x in layers if x == n or x.startswith(n + ".")]
+            if not inside and strict:
+                why = ("belongs to nn.MultiheadAttention, which never calls it" if n in in_mha else
+                       f"is a {type(m).__name__}, neither a Conv2d / Linear nor a block holding one")
+                raise ConfigError(f"target {n!r} {why}: target other layers")
+            out.update(inside)
+        return out
+
     if targets is None:
-        cands = [n for n, m in named if isinstance(m, TARGET_TYPES) and n not in in_mha]
-        chosen = cands[:-1]  # the last Conv2d / Linear registered is taken to be the classifier
+        chosen = layers[:-1]  # the last Conv2d / Linear registered is taken to be the classifier
     else:
-        chosen = [n for n, m in named if _select(targets, n, m)]
-        wrong = [f"{n} ({type(m).__name__})" for n, m in named if n in chosen and not isinstance(m, TARGET_TYPES)]
-        if wrong:
-            raise ConfigError(f"target layers must be Conv2d or Linear; the patterns also chose {wrong[:5]}")
-        hidden = [n for n in chosen if n in in_mha]
-        if hidden:
-            raise ConfigError(f"{hidden[:3]} belong to nn.MultiheadAttention, which never calls them: "
-                              "target other layers")
+        sel = picked(targets, strict=True)
+        chosen = [n for n in layers if n in sel]
     if exclude is not None:
-        mods = dict(named)
-        chosen = [n for n in chosen if not _select(exclude, n, mods[n])]
+        drop = picked(exclude, strict=False)
+        chosen = [n for n in chosen if n not in drop]
     if not chosen:
         raise ConfigError(f"no target layer: {type(model).__name__} has no Conv2d / Linear layer left "
                           f"for the branches (targets={targets!r}, exclude={exclude!r})")
