@@ -490,3 +490,14 @@ def test_cli_forget_by_file_name(tmp_path, monkeypatch, capsys):
     assert _cli(["--model", "mymodels:mlp", "--factory-kwargs", '{"num_classes": 2}', "--weights", "w.safetensors",
                  "--data", "imgs", "--forget", "found.txt", "--out", "h.safetensors"]) == 2
     assert "bird/4.jpg" in capsys.readouterr().err
+
+
+def test_batch_norm_behaves_as_in_the_users_model():
+    model = example.ResNet18(num_classes=10, width=4)
+    raw = copy.deepcopy(model).train()
+    wrapped = expand(GenericCapacity(copy.deepcopy(model)), 1.0).train()
+    x = torch.randn(8, 3, 16, 16)
+    assert torch.allclose(wrapped(x, mode="drop"), raw(x), atol=1e-5)  # batch statistics in train mode
+    assert torch.allclose(wrapped.model.bn1.running_mean, raw.bn1.running_mean)  # running statistics updated alike
+    wrapped.eval()
+    assert not any(m.training for m in wrapped.model.modules())
