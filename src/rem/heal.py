@@ -82,7 +82,7 @@ def check_logits(model: nn.Module, task, call=None) -> int:
 def heal(model: nn.Module, data, forget_idx, method: str = "rem", *, labels=None, num_classes: int | None = None,
          preprocess: Preprocess | dict | None = None, targets=None, exclude=None, branch_act: str = "relu",
          capacity: str = "auto", device: str | torch.device | None = "auto", pretrain_type: str | None = None,
-         pretrain_recipe: Recipe | None = None, progress: bool = False, **overrides) -> nn.Module:
+         pretrain_recipe: Recipe | None = None, progress: bool = False, on_step=None, **overrides) -> nn.Module:
     """Heal ``model`` given the discovered indices ``forget_idx`` (D_f) of its training data ``data``.
 
     ``data``: see :func:`rem.data.user.user_task` (with ``labels``, ``num_classes``, ``preprocess``), or
@@ -115,7 +115,9 @@ def heal(model: nn.Module, data, forget_idx, method: str = "rem", *, labels=None
         ptype = "full"  # an ordinary network: baselines train it in drop mode (= the user's forward)
     if isinstance(task, UserTask):
         check_logits(net, task, None if native else (lambda x: net(x, mode="drop")))
-    ctx = Context(device=pick_device(device), pretrain_type=ptype, pretrain_recipe=pretrain_recipe, progress=progress)
+    extra = {"on_step": on_step} if on_step is not None else {}  # progress callbacks, where Context has them
+    ctx = Context(device=pick_device(device), pretrain_type=ptype, pretrain_recipe=pretrain_recipe, progress=progress,
+                  **extra)
     healed = meth.unlearn(net, task, forget_idx, ctx)
     if native:
         return healed

@@ -46,7 +46,8 @@ def add_user_args(p) -> None:
     g.add_argument("--std", default=None, help="per-channel normalisation std, e.g. 0.25,0.25,0.25")
     g.add_argument("--crop-pad", type=int, default=None, help="padding of training crops in pixels (default "
                                                                "size/8; 0: no crops)")
-    g.add_argument("--pad-mode", default="zeros", choices=["zeros", "reflect"], help="how crops are padded")
+    g.add_argument("--pad-mode", default="zeros", choices=["zeros", "reflect"],
+                   help="how crops are padded (default zeros)")
     g.add_argument("--no-flip", action="store_true", help="no horizontal flips in training")
 
 
