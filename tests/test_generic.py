@@ -318,6 +318,7 @@ def test_user_data_from_arrays_npz_and_folders(tmp_path):
     assert torch.equal(f.data.x_train[4], a.data.x_train[1]) and f.data.y_train.tolist() == sorted(y.tolist())
     with pytest.raises(DataError, match="no ground truth"):
         _ = f.corrupt_idx
+    assert getattr(f, "corrupt_idx", None) is None  # how methods ask whether the truth is known
 
 
 def test_user_data_errors(tmp_path):

@@ -83,6 +83,11 @@ class Preprocess:
                 "std": self.std}
 
 
+class NoGroundTruth(DataError, AttributeError):
+    """What a user's data set cannot know (D_c, true labels). Also an AttributeError, so that
+    ``getattr(task, "corrupt_idx", None)`` is None for a user's task."""
+
+
 @dataclass
 class UserTask:
     """A user's training set with its labels as trained, and nothing else known (no D_c, no truth)."""
@@ -109,12 +114,12 @@ class UserTask:
 
     @property
     def corrupt_idx(self) -> torch.Tensor:
-        raise DataError("a user's data set has no ground truth: the corrupted set D_c is unknown (the "
+        raise NoGroundTruth("a user's data set has no ground truth: the corrupted set D_c is unknown (the "
                         "oracle rem-ideal and the benchmark metrics need it)")
 
     @property
     def y_true(self) -> torch.Tensor:
-        raise DataError("a user's data set has no ground truth: true labels are unknown")
+        raise NoGroundTruth("a user's data set has no ground truth: true labels are unknown")
 
     # the index helpers of a benchmark task only need n_train
     retain_idx = Task.retain_idx
@@ -330,5 +335,5 @@ def user_task(data, labels=None, *, num_classes: int | None = None, preprocess: 
     return UserTask(d, pre, files, source)
 
 
-__all__ = ["IMAGE_EXTENSIONS", "Preprocess", "UserTask", "images_to_uint8", "labels_to_int64", "load_image_folder",
-           "load_npz", "user_task"]
+__all__ = ["IMAGE_EXTENSIONS", "NoGroundTruth", "Preprocess", "UserTask", "images_to_uint8", "labels_to_int64",
+           "load_image_folder", "load_npz", "user_task"]
