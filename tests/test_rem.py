@@ -251,7 +251,8 @@ def test_forget_bn_frozen_option_keeps_bn_in_inference_mode_in_step_2(smoke, mon
     assert updates and all(not c[3] for c in updates)  # model in training mode, every BN in inference mode
     calls.clear()
     get_method("rem", steps=3, batch_size=128, max_epochs=2, forget_bn_frozen=True, track=False).unlearn(
-        model, task, fi, Context())
+        model, task, fi, Context()
+    )
     step2 = [c for c in calls if c[2] and c[0] == "drop" and c[1] <= len(fi)]
     redirect = [c for c in calls if c[2] and c[0] == "mask"]
     assert step2 and all(not c[3] for c in step2) and redirect and all(c[3] for c in redirect)
