@@ -7,6 +7,9 @@ Python API::
     task = rem.task_of(meta)          # the checkpoint's own data and corruption
     healed, history = rem.unlearn(model, task, task.forget_idx(0.5), method="rem")  # rem.Unlearned
     print(rem.evaluate(healed, task))
+
+    # your own classifier (any nn.Module) on your own images and labels:
+    healed, history = rem.unlearn(my_model, (images, labels), found_idx, method="rem")
 """
 
 __version__ = "0.1.0"
@@ -15,15 +18,20 @@ from rem.api import check_match, task_of, unlearn  # noqa: E402
 from rem.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from rem.data.datasets import ImageData, load_dataset, make_generated  # noqa: E402
 from rem.data.tasks import Task, TaskConfig, Trigger, make_task  # noqa: E402
+from rem.data.user import Preprocess, user_task  # noqa: E402  (a user's own data, issue 16)
+from rem.heal import heal  # noqa: E402
 from rem.methods import REGISTRY as METHODS  # noqa: E402
 from rem.methods import Unlearned, get_method  # noqa: E402
 from rem.metrics import evaluate  # noqa: E402
 from rem.models import build_model, expand, resnet9, shrink  # noqa: E402
+from rem.models.generic import GenericCapacity  # noqa: E402
 from rem.train import Recipe, pretrain  # noqa: E402
 
 __all__ = [
     "METHODS",
+    "GenericCapacity",
     "ImageData",
+    "Preprocess",
     "Recipe",
     "Task",
     "TaskConfig",
@@ -34,6 +42,7 @@ __all__ = [
     "evaluate",
     "expand",
     "get_method",
+    "heal",
     "load_checkpoint",
     "load_dataset",
     "make_generated",
@@ -44,5 +53,6 @@ __all__ = [
     "shrink",
     "task_of",
     "unlearn",
+    "user_task",
     "__version__",
 ]

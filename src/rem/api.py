@@ -106,7 +106,27 @@ def unlearn(
     each step. Returns :class:`~rem.methods.Unlearned`: ``.model``, the healed model with the input's
     parameter count, and ``.history``, the run's records (for REM: per-round proxy, Acc(D_f) of θ_o1 and of
     the masked model); ``healed, history = rem.unlearn(...)`` unpacks it. The input is not modified.
+
+    A user's own classifier (any ``nn.Module``) and data (arrays, ``(images, labels)``, an ``.npz``
+    file or an image folder in place of ``task``) go to :func:`rem.heal.heal`, which takes further
+    keywords (``labels``, ``num_classes``, ``preprocess``, ``targets``, ``exclude``, ``capacity``) and
+    returns ``Unlearned`` with the user's own module as ``.model``.
     """
+    if not (isinstance(model, CapacityNet) and isinstance(task, Task)) or "capacity" in overrides:
+        from rem.heal import heal
+
+        return heal(
+            model,
+            task,
+            forget_idx,
+            method,
+            device=device,
+            pretrain_type=pretrain_type,
+            pretrain_recipe=pretrain_recipe,
+            progress=progress,
+            on_step=on_step,
+            **overrides,
+        )
     forget_idx = task.check_forget_idx(forget_idx)
     check_match(model, task)
     meth = get_method(method, **overrides)

@@ -218,6 +218,15 @@ def cmd_unlearn(args) -> int:
     from rem.run import shortcut_settings, unlearn_and_record
     from rem.runtime import pick_device
 
+    if getattr(args, "model", None) is not None:  # a user's own model and data: rem.heal_cli
+        from rem.heal_cli import run
+
+        return run(args)
+    if args.checkpoint is None:
+        raise RemError(
+            "give --checkpoint (a model written by rem train), or --model with --weights, --data and "
+            "--forget (your own model)"
+        )
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")
     dev = pick_device(args.device)
@@ -387,7 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an unlearning method on a checkpoint: the discovered set D_f is the "
         "task's own at --rate, or the indices in --forget-file.",
     )
-    p.add_argument("--checkpoint", required=True, help="the starting model (.safetensors written by rem train)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="the starting model (.safetensors written by rem train); or --model for your own model",
+    )
     p.add_argument("--method", default="rem", help="unlearning method (see `rem methods`; default rem)")
     p.add_argument(
         "--rate",
@@ -424,10 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         help="output folder for the healed model.safetensors and metrics.json (checked before any work; "
-        "never the starting checkpoint's file)",
+        "never the starting checkpoint's file); with --model: the healed .safetensors file",
     )
     p.add_argument("--overwrite", action="store_true", help="replace a result already in --out")
     common(p)
+    from rem.heal_cli import add_user_args
+
+    add_user_args(p)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("methods", help="list the registered unlearning methods, or one method's settings")

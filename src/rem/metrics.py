@@ -43,9 +43,11 @@ def predict(
     images = images.to(dev)
     labels = torch.zeros(len(images), dtype=torch.int64, device=dev)
     trig = task.trigger if (task is not None and triggered is not None) else None
+    pre = getattr(task, "preprocess", None)  # a user data set's own normalisation (rem.data.user)
+    norm = {} if pre is None else {"mean": pre.batch_kwargs()["mean"], "std": pre.batch_kwargs()["std"]}
     preds = []
     for x, _, bidx in Batches(
-        images, labels, idx, batch_size=batch_size, trigger=trig, triggered=triggered, channels_last=True
+        images, labels, idx, batch_size=batch_size, trigger=trig, triggered=triggered, channels_last=True, **norm
     ):
         with autocast(dev):
             keys = keys_fn(bidx) if keys_fn is not None else None

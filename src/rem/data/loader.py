@@ -20,9 +20,11 @@ MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
 
-def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "zeros") -> torch.Tensor:
-    """Random crop (padding ``pad``: zeros, or a mirror image of the border) and horizontal flip of a
-    uint8 batch [B,C,H,W], per sample."""
+def random_crop_flip(
+    x: torch.Tensor, pad: int, gen: torch.Generator, mode: str = "zeros", flip: bool = True
+) -> torch.Tensor:
+    """Random crop (padding ``pad``: zeros, or a mirror image of the border) and horizontal flip
+    (unless ``flip`` is false) of a uint8 batch [B,C,H,W], per sample."""
     if mode not in PAD_MODES:
         raise ValueError(f"padding mode must be one of {PAD_MODES}, got {mode!r}")
     b, c, h, w = x.shape
@@ -39,17 +41,21 @@ def random_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator, mode: str 
         bi = torch.arange(b, device=dev)[:, None, None]
         x = x.permute(0, 2, 3, 1)[bi, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
         x = (x * inside[..., None]).permute(0, 3, 1, 2)
-    flip = (torch.rand(b, generator=gen) < 0.5).to(dev)
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if flip:
+        flips = (torch.rand(b, generator=gen) < 0.5).to(dev)
+        x = torch.where(flips[:, None, None, None], x.flip(3), x)
     return x.contiguous()
 
 
 class Normalizer:
-    """uint8 → float normalised with the CIFAR-10 statistics (also used for SVHN, SPEC §6)."""
+    """uint8 → float normalised with the CIFAR-10 statistics (also used for SVHN, SPEC §6), or with a
+    user data set's own per-channel ``mean`` / ``std`` (shares of 255)."""
 
-    def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        self.mean = torch.tensor(MEAN, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(STD, device=device, dtype=dtype).view(1, 3, 1, 1) * 255
+    def __init__(
+        self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, mean=MEAN, std=STD
+    ) -> None:
+        self.mean = torch.tensor(mean, device=device, dtype=dtype).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=device, dtype=dtype).view(1, -1, 1, 1) * 255
         self.dtype = dtype
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +85,10 @@ class Batches:
         drop_last: bool = False,
         channels_last: bool = False,
         pad_mode: str = "zeros",
+        pad: int | None = None,
+        flip: bool = True,
+        mean=MEAN,
+        std=STD,
     ) -> None:
         self.images, self.labels = images, labels
         dev = images.device
@@ -88,9 +98,10 @@ class Batches:
         self.triggered = None if triggered is None else triggered.to(dev)
         self.gen = seeded_generator(seed)
         self.drop_last, self.channels_last = drop_last, channels_last
-        self.norm = Normalizer(dev)
-        self.pad = max(1, images.shape[-1] // 8)  # 4 at 32×32 (SPEC §6), scaled for downsampled images
-        self.pad_mode = pad_mode
+        self.norm = Normalizer(dev, mean=mean, std=std)
+        # 4 at 32×32 (SPEC §6), scaled for downsampled images, unless set (user data: rem.data.user)
+        self.pad = max(1, images.shape[-1] // 8) if pad is None else pad
+        self.pad_mode, self.flip = pad_mode, flip
 
     def __len__(self) -> int:
         n = len(self.idx)
@@ -103,7 +114,7 @@ class Batches:
             bidx = order[s * self.batch_size : (s + 1) * self.batch_size].to(dev)
             x = self.images[bidx]
             if self.augment:
-                x = random_crop_flip(x, self.pad, self.gen, self.pad_mode)
+                x = random_crop_flip(x, self.pad, self.gen, self.pad_mode, self.flip)
             if self.trigger is not None and self.triggered is not None:
                 x = self.trigger.stamp(x, self.triggered[bidx])
             x = self.norm(x)
@@ -126,6 +137,8 @@ def train_batches(
 ) -> Batches:
     """Batches over D_tr as trained (corrupted labels, triggers stamped) restricted to ``idx``."""
     dev = torch.device(device)
+    pre = getattr(task, "preprocess", None)  # a user data set's own settings (rem.data.user.Preprocess)
+    kw = pre.batch_kwargs() if pre is not None else {"pad_mode": task.config.crop_pad}
     return Batches(
         task.data.x_train.to(dev),
         (task.y_train if labels is None else labels).to(dev),
@@ -138,5 +151,5 @@ def train_batches(
         seed=seed,
         drop_last=drop_last,
         channels_last=True,
-        pad_mode=task.config.crop_pad,
+        **kw,
     )

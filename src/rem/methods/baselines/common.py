@@ -96,6 +96,8 @@ def fresh_model(model: CapacityNet, seed: int) -> CapacityNet:
     """A newly initialised model of the same architecture and partition (default init, under ``seed``)."""
     from rem.models import build_model
 
+    if hasattr(model, "fresh"):  # a user's model in rem.models.generic.GenericCapacity: no spec to rebuild from
+        return model.fresh(seed).to(next(model.parameters()).device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         new = build_model(model.spec())
@@ -134,6 +136,8 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
       layer per item, in registration order.
     """
     arch = getattr(model, "arch", "")
+    if hasattr(model, "layer_groups"):  # GenericCapacity: the wrapped user model's own layers
+        return model.layer_groups()
     if arch == "resnet9":
         return [[n] for n in ("conv1", "conv2", "res1a", "res1b", "conv3", "res2a", "res2b", "conv4", "fc")]
     if arch == "vit":
