@@ -32,18 +32,17 @@ from rem.runtime import autocast
 
 
 @dataclass(frozen=True)
-class NPOConfig(MethodConfig):
-    """NPO's settings: the shared ones and the inverse temperature β of the NPO loss."""
+class ForgetConfig(MethodConfig):
+    """Settings of a method that is step 2 alone (``ascent``; ``npo`` adds β)."""
 
-    beta: float = setting(1.0, "inverse temperature β of the NPO loss")
     forget_bn_frozen: bool = setting(False, "option (not the authors'): batch norm in inference mode in the updates")
 
 
 @dataclass(frozen=True)
-class AscentConfig(MethodConfig):
-    """Gradient ascent's settings: the shared ones."""
+class NPOConfig(ForgetConfig):
+    """NPO's settings: the shared ones and the inverse temperature β of the NPO loss."""
 
-    forget_bn_frozen: bool = setting(False, "option (not the authors'): batch norm in inference mode in the updates")
+    beta: float = setting(1.0, "inverse temperature β of the NPO loss")
 
 
 def forget_until(
@@ -101,7 +100,7 @@ class Ascent(Method):
 
     name = "ascent"
     order = 5
-    config_cls = AscentConfig
+    config_cls = ForgetConfig
     summary = "Gradient ascent on the cross-entropy of D_f until Acc(D_f) <= gamma, best epoch by the proxy"
     uses = "D_f (proxy: D_r)"
 
