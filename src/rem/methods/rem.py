@@ -158,17 +158,19 @@ def _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_bat
     return acc_r * (1 - max(acc_f, cfg.gamma)), acc_r, acc_f
 
 
-def _track(model, task, forget_idx, dev, mask_keys_fn) -> dict:
-    """Analysis-only figures of a round (read test data and true labels; never used for selection)."""
+def _track(model, task, forget_idx, dev, acc_mask_f: float) -> dict:
+    """Analysis-only figures of a round (read test data and true labels; never used for selection).
+
+    ``acc_mask_f`` is the masked model's accuracy on D_f (%), already measured for the round's record.
+    """
     if getattr(task, "corrupt_idx", None) is None:  # no ground truth (a user's own data)
         return {}
     m = evaluate(model, task, forget_idx, device=dev)
-    y = task.y_train.cpu()
     return {
         "track_healed": m["healed"],
         "track_utility": m["utility"],
         "track_acc_drop_f": m["forget_acc"],
-        "track_acc_mask_f": accuracy(model, task, forget_idx, y, mode="mask", device=dev, keys_fn=mask_keys_fn),
+        "track_acc_mask_f": acc_mask_f,
     }
 
 
@@ -244,8 +246,7 @@ class REM(Method):
                 with autocast(dev):
                     ce_ref = ref_ce(x, y, idx)
                     ce_mask = per_sample_ce(model(x, mode="mask", keys=keys(idx)), y)
-                    pull = (2.0 / cfg.beta) * torch.nn.functional.logsigmoid(cfg.beta * (ce_mask - ce_ref))
-                    loss = pull
+                    loss = (2.0 / cfg.beta) * torch.nn.functional.logsigmoid(cfg.beta * (ce_mask - ce_ref))
                     if cfg.remove_term:  # whole batch in training mode, loss zeroed outside D_f
                         with torch.set_grad_enabled(bool(in_rm.any())):
                             ce_drop = per_sample_ce(model(x, mode="drop"), y)
@@ -258,9 +259,7 @@ class REM(Method):
                 ctx.step(step, cfg.steps, loss.detach())
             # -- step 4: score the round by the proxy, keep the best -------------------------------------
             score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
-            acc_mask_f = (
-                accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys) / 100
-            )
+            acc_mask_pct = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys)
             history.append(
                 {
                     "round": rnd,
@@ -271,8 +270,8 @@ class REM(Method):
                     "proxy": score,
                     "acc_drop_r": acc_r,
                     "acc_drop_f": acc_f,
-                    "acc_mask_f": acc_mask_f,
-                    **(_track(model, task, forget_idx, dev, keys) if cfg.track else {}),
+                    "acc_mask_f": acc_mask_pct / 100,
+                    **(_track(model, task, forget_idx, dev, acc_mask_pct) if cfg.track else {}),
                 }
             )
             best.offer(score, model, rnd)
