@@ -143,5 +143,31 @@ def test_hidden_layer_is_never_gated():
     assert torch.allclose(e(X, mode="drop"), m(X), atol=1e-5)
     acts = {}
     e.res1a.register_forward_hook(lambda mod, i, o: acts.__setitem__("h", o))
-    e(X, mode="drop")
+    e(X, mode="mask", masks=[torch.zeros(len(X), n) for n in e.extra])  # drop, at full width
     assert (acts["h"][:, m.kept[1] :].abs() > 0).any()  # hidden units beyond the kept width are live
+    assert e.res1a.leading(torch.randn(2, m.kept[1], 8, 8), e.hidden[0]).shape[1] == 16  # full width in drop too
+
+
+def test_drop_mode_computes_kept_slices_like_the_zero_gate():
+    """An expanded model's drop mode runs the kept-only network on weight slices: same outputs, same
+    gradients and the same kept batch-norm statistics as gating the extra channels to zero (a zero mask)."""
+    e = expand(_model(), 1.0).train()
+    z = expand(_model(), 1.0).train()
+    y = torch.arange(6) % 10
+    zeros = [torch.zeros(len(X), n) for n in e.extra]
+    F.cross_entropy(e(X, mode="drop"), y).backward()
+    F.cross_entropy(z(X, mode="mask", masks=zeros), y).backward()
+    masks = e.extra_param_masks()
+    for (name, p), q in zip(e.named_parameters(), z.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-4), name
+        assert (p.grad[masks[name]] == 0).all(), name
+    before = {n: b.clone() for n, b in expand(_model(), 1.0).named_buffers()}
+    kept = {n: b.shape for n, b in shrink(e).named_buffers()}
+    for (name, b), c in zip(e.named_buffers(), z.buffers()):
+        lead = tuple(slice(0, s) for s in kept[name])
+        assert torch.allclose(b[lead], c[lead], atol=1e-6), name  # kept channels move the same
+        if "running" in name and b.shape != kept[name]:  # θ_o2's channels are left where they were
+            assert torch.equal(b[kept[name][0] :], before[name][kept[name][0] :]), name
+    e.eval(), z.eval()
+    assert torch.allclose(e(X, mode="drop"), z(X, mode="mask", masks=zeros), atol=1e-5)
+    assert e.features(X, mode="drop").shape == e.features(X, mode="full").shape

@@ -120,7 +120,7 @@ def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> N
     In their capacity-0.5 model the reserved units get no loss gradient (their outputs are zeroed, and so
     are the inputs of their outgoing weights), so pretraining only shrinks them by weight decay: with SGD
     momentum μ, a factor exp(−wd/(1−μ)·Σ_t lr_t). Batch norm tracked their pre-gate statistics: a few
-    training-mode passes in ``drop`` mode recompute those, and the kept channels' statistics are put back.
+    training-mode passes in ``drop`` mode (computed at full width: a zero mask) recompute those, and the kept channels' statistics are put back.
     """
     device = torch.device(device)
     lr_sum = sum(recipe.lr_at(t) for t in range(recipe.steps))
@@ -137,11 +137,12 @@ def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> N
     was = model.training
     model.train()
     batches = train_batches(task, None, device=device, batch_size=recipe.batch_size, seed=seed + 7)
+    zeros = [torch.zeros(1, e, device=device) for e in model.extra]  # drop mode, computed at full width
     for i, (x, _, _) in enumerate(batches):
         if i == 10:
             break
         with autocast(device):
-            model(x, mode="drop")
+            model(x, mode="mask", masks=[z.expand(len(x), -1) for z in zeros])
     model.train(was)
     for n, m in bns.items():
         mean, var, momentum = saved[n]

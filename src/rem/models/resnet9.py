@@ -36,6 +36,30 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.celu(self.bn(self.conv(x)), alpha=0.075)
 
+    def leading(self, x: torch.Tensor, cout: int) -> torch.Tensor:
+        """The first ``cout`` output channels from the first ``x.shape[1]`` input channels only: the same
+        function as :meth:`forward` on an input whose other channels are zero, restricted to those outputs,
+        at the cost of the smaller layer. Batch norm updates the running statistics of those channels only.
+        """
+        conv, bn = self.conv, self.bn
+        w = conv.weight[:cout, : x.shape[1]]
+        y = F.conv2d(x, w, None, conv.stride, conv.padding)
+        factor = 0.0
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        y = F.batch_norm(
+            y,
+            bn.running_mean[:cout],
+            bn.running_var[:cout],
+            bn.weight[:cout],
+            bn.bias[:cout],
+            bn.training,
+            factor,
+            bn.eps,
+        )
+        return F.celu(y, alpha=0.075)
+
 
 class ResNet9(CapacityNet):
     arch = "resnet9"
@@ -78,6 +102,8 @@ class ResNet9(CapacityNet):
     ) -> torch.Tensor:
         m = self.group_masks(mode, keys, masks)
         k = self.kept
+        if mode == "drop" and self.has_extra:
+            return self._kept_features(x)
         x = gate(self.conv1(x), k[0], mode, m[0])
         x = gate(self.conv2(x), k[1], mode, m[1])
         x = gate(x + self.res1b(self.res1a(x)), k[1], mode, m[1])  # block output: the residual sum
@@ -85,6 +111,23 @@ class ResNet9(CapacityNet):
         x = gate(x + self.res2b(self.res2a(x)), k[2], mode, m[2])
         x = gate(self.conv4(x), k[3], mode, m[3])
         return torch.amax(x, dim=(2, 3))
+
+    def _kept_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``drop`` mode of an expanded model: the kept-only network, computed on the leading slices of
+        every weight (the extra channels would be multiplied by zero), so it costs what the unexpanded
+        model costs. Gradients reach the kept slices only, as with the zero gate. **[choice]** The
+        authors gate to zero after computing every channel, so their drop-mode training passes also move
+        the batch-norm running statistics of θ_o2's channels; here only mask / full passes do. Those
+        statistics matter only to the masked model in inference mode (an analysis figure), never to the
+        dropped model; measured in the README (issue 15)."""
+        k, h = self.kept, self.hidden
+        x = self.conv1.leading(x, k[0])
+        x = self.conv2.leading(x, k[1])
+        x = x + self.res1b.leading(self.res1a.leading(x, h[0]), k[1])
+        x = F.max_pool2d(self.conv3.leading(x, k[2]), 2)
+        x = x + self.res2b.leading(self.res2a.leading(x, h[1]), k[2])
+        x = self.conv4.leading(x, k[3])
+        return F.pad(torch.amax(x, dim=(2, 3)), (0, self.extra[3]))  # θ_o2's features are zero
 
     def forward(
         self,
