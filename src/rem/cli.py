@@ -50,8 +50,11 @@ def rate_type(text: str) -> float:
     return v
 
 
-def _round(d: dict) -> dict:
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+def shown(metrics: dict) -> str:
+    """Metrics as the commands print them: the shares in percent, two decimals (files keep the shares)."""
+    from rem.units import percent_metrics
+
+    return json.dumps(percent_metrics(metrics, 2))
 
 
 def _profile(args):
@@ -125,7 +128,7 @@ def cmd_train(args) -> int:
     save_checkpoint(model, out / "model.safetensors", meta)
     record = {**meta, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind, "env": environment(dev)}
     write_json_atomic(out / "metrics.json", record)
-    print(json.dumps(_round(metrics)))
+    print("metrics (%):", shown(metrics))
     print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
     return 0
 
@@ -147,7 +150,7 @@ def cmd_eval(args) -> int:
         write_json_atomic(
             Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(), "metrics": metrics}
         )
-    print(json.dumps(_round(metrics)))
+    print("metrics (%):", shown(metrics))
     return 0
 
 
@@ -270,8 +273,8 @@ def cmd_unlearn(args) -> int:
     }
     save_checkpoint(result.model, out_model, new_meta)
     write_json_atomic(out_metrics, {**record, "before": before})
-    print("before:", json.dumps(_round(before)))
-    print("after: ", json.dumps(_round(record["metrics"])))
+    print("before (%):", shown(before))
+    print("after (%): ", shown(record["metrics"]))
     print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({record['wall_s']:.0f} s)")
     return 0
 
