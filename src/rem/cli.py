@@ -380,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="metrics of a checkpoint on its task (or another task)",
-        description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr.",
+        description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr (printed in "
+        "percent; --out writes them as shares in [0, 1], as every file rem writes).",
     )
     p.add_argument("--checkpoint", required=True, help="a .safetensors file written by rem")
     p.add_argument(
@@ -389,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["poison", "interclass", "random"],
         help="evaluate on this task instead of the checkpoint's own (default: its own)",
     )
-    p.add_argument("--out", default=None, help="write the metrics to this JSON file (default: print only)")
+    p.add_argument("--out", default=None, help="write the metrics (shares) to this JSON file (default: print only)")
     common(p)
     p.set_defaults(func=cmd_eval)
 
