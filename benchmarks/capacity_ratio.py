@@ -1,8 +1,8 @@
 """REM with a fraction of the extra capacity: r ∈ {1, 1/2, 1/4, 1/8, 1/16}, relative to r = 1, in one run.
 
 For a ``full`` and a ``capacity-0.5`` starting model of the profile, each task at one discovery rate:
-uxh, healed, utility, unlearning wall time and peak memory for every ratio r, each also as a ratio to
-the r = 1 run of the same model and task.
+uxh, healed, utility (in percent), unlearning wall time and peak memory for every ratio r, each also as
+a ratio to the r = 1 run of the same model and task.
 
 Every run is a cell of ``rem bench`` (one grid per r, methods = rem), written to the results store of
 ``--run-dir``: starting models are pretrained once and cached there (the capacity-0.5 ones are the
@@ -31,6 +31,7 @@ from rem.bench.executors import run_grid
 from rem.bench.grid import Grid, parse_list
 from rem.bench.store import ResultStore
 from rem.profiles import get_profile
+from rem.units import percent_metrics
 
 RATIOS = (1.0, 0.5, 0.25, 0.125, 0.0625)
 
@@ -84,7 +85,7 @@ def main() -> None:
                     continue
                 if rec is None:
                     raise SystemExit(f"cell {cell.label()} failed; see {run_dir}/results.sqlite")
-                ev = rec["metrics"]
+                ev = percent_metrics(rec["metrics"])  # shown in percent
                 group.append(
                     (
                         ptype,

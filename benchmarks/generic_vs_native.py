@@ -7,7 +7,7 @@ For each task at one discovery rate: the starting model of the profile (pretrain
 (``capacity="generic"``: every Conv2d / Linear but the classifier gets a gated, zero-initialised side
 branch of r·width units), both with the profile's unlearning budget. Printed as a Markdown table:
 uxh, healed, utility, ASR, unlearning wall time. Each finished row is appended to ``--out`` (JSON
-lines), and a rerun skips the rows already there.
+lines, metrics as shares like every rem record), and a rerun skips the rows already there.
 
     python benchmarks/generic_vs_native.py --profile cpu --run-dir runs/cpu [--tasks poison,interclass,random]
         [--rate 0.5] [--pretrain-type capacity-0.5] [--out runs/cpu/generic_vs_native.jsonl]
@@ -32,6 +32,7 @@ from rem.metrics import evaluate
 from rem.profiles import get_profile
 from rem.run import method_settings, shortcut_settings
 from rem.runtime import measure, pick_device
+from rem.units import percent_metrics
 
 
 def main() -> None:
@@ -104,12 +105,12 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         if r["capacity"] == "native":
-            s = r["start_metrics"]
+            s = percent_metrics(r["start_metrics"])
             print(
                 f"| {r['task']} | start | {s['uxh']:.1f} | {s['healed']:.1f} | {s['utility']:.1f} | "
                 f"{s.get('asr', float('nan')):.1f} | – |".replace("nan", "–")
             )
-        m = r["metrics"]
+        m = percent_metrics(r["metrics"])
         print(
             f"| {r['task']} | {r['capacity']} | {m['uxh']:.1f} | {m['healed']:.1f} | {m['utility']:.1f} | "
             f"{m.get('asr', float('nan')):.1f} | {r['wall_s']:.0f} |".replace("nan", "–")

@@ -135,38 +135,19 @@ def test_store_upsert_never_duplicates(tmp_path):
         assert s.count(None) == 1 and s.get("k1")["metrics"] == {"uxh": 1}
 
 
-def test_store_rekeys_records_of_key_version_1(tmp_path):
-    """A store written when keys hashed the grid's rate list is re-keyed on opening: the cell is found by a
-    grid with another rate list, and the same cell stored twice under two old keys is kept once, done first."""
-    from rem.bench.grid import _hash
-
-    cell = tiny_grid(methods=("none",), tasks=("poison",)).cells()[0]
-    cfg = cell.config()
-
-    def old_style(rates, status):  # a record as rem wrote it before key version 2
-        old = {**cfg, "profile": {**cfg["profile"], "rates": list(rates), "seeds": [0], "pretrain_types": ["etd"]}}
-        return {
-            "key": _hash(old),
-            "config": old,
-            "method": "none",
-            "task": "poison",
-            "rate": 0.5,
-            "seed": 0,
-            "metrics": {"uxh": 1.0 if status == "done" else None},
-        }
-
+def test_store_refuses_another_key_version_or_the_percent_schema(tmp_path):
+    """A store keyed by another key function, or holding metrics in percent (schema 1), is refused with its
+    version named, before anything is written."""
     with ResultStore.in_run_dir(tmp_path) as s:
-        fail, done = old_style((0.5,), "failed"), old_style((0.1, 0.5), "done")
-        assert fail["key"] != done["key"] != cell.key
-        s.put_failure(fail["config"], fail["key"], "boom")
-        s.put(done)
         s.set_meta("key_version", "1")
-    with ResultStore.in_run_dir(tmp_path) as s:
-        assert s.meta()["key_version"] == "2" and s.count(None) == 1
-        rec = s.get(cell.key)
-        assert rec["metrics"] == {"uxh": 1.0} and rec["key"] == cell.key and "rates" not in rec["config"]["profile"]
-        wider = tiny_grid(methods=("none",), tasks=("poison",), rates=(0.5, 1.0)).cells()
-        assert [c.rate for c in wider if c.key in s.done_keys()] == [0.5]
+    with pytest.raises(StoreError, match="key version 1,"):
+        ResultStore.in_run_dir(tmp_path)
+    with pytest.raises(StoreError, match="key version 1,"):  # before any work
+        run_grid(tiny_grid(), tmp_path, progress=False)
+    with ResultStore.in_run_dir(tmp_path / "b") as s:
+        s.set_meta("schema_version", "1")
+    with pytest.raises(StoreError, match=r"results schema 1 \(metrics in percent\)"):
+        ResultStore.in_run_dir(tmp_path / "b")
 
 
 def test_store_refuses_other_schema_or_kind(tmp_path):
@@ -210,7 +191,7 @@ def test_report_from_records(tmp_path):
     m, sem, n = mean_sem([1.0, 2.0, 3.0, float("nan")])
     assert (m, n) == (2.0, 3) and sem == pytest.approx((1 / 3) ** 0.5)
     with ResultStore.in_run_dir(tmp_path) as s:
-        for i, (method, uxh) in enumerate([("a", 10.0), ("a", 30.0), ("b", 50.0), ("b", 50.0)]):
+        for i, (method, uxh) in enumerate([("a", 0.1), ("a", 0.3), ("b", 0.5), ("b", 0.5)]):
             s.put(
                 {
                     "key": f"k{i}",
@@ -219,14 +200,17 @@ def test_report_from_records(tmp_path):
                     "task": "random",
                     "rate": 0.5,
                     "seed": i % 2,
-                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0},
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 1.0},
                     "start_key": "s",
-                    "start_metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0},
+                    "start_metrics": {"uxh": 0.05, "healed": 0.05, "utility": 1.0},
                 }
             )
     rep = build_report(tmp_path)
-    assert [r["method"] for r in rep.table] == ["b", "a"] and rep.table[1]["uxh_mean"] == 20.0
-    assert rep.table[1]["uxh_sem"] == pytest.approx(10.0) and not rep.warning
+    assert [r["method"] for r in rep.table] == ["b", "a"] and rep.table[1]["uxh_mean"] == pytest.approx(0.2)
+    assert rep.table[1]["uxh_sem"] == pytest.approx(0.1) and not rep.warning  # shares, as the records
+    assert "| a | etd | 2 | 20.00 ± 10.00 | 100.00 ± 0.00 | 20.00 ± 10.00 |" in rep.table_md.read_text()  # percent
+    assert "a,etd,2,random,20.0,10.0,100.0,0.0,20.0,10.0," in rep.table_csv.read_text()
+    assert "a,etd,random,low,0.5,1,30.0,30.0,100.0," in rep.cells_csv.read_text()
     with ResultStore.in_run_dir(tmp_path) as s:  # the same cell again, from another grid's settings
         s.put(
             {
@@ -236,7 +220,7 @@ def test_report_from_records(tmp_path):
                 "task": "random",
                 "rate": 0.5,
                 "seed": 0,
-                "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0},
+                "metrics": {"uxh": 0.01, "healed": 0.01, "utility": 1.0},
             }
         )
     rep = build_report(tmp_path)
@@ -247,13 +231,13 @@ def test_report_rates_and_collapses(tmp_path):
     """uxh per task and rate, and the collapse rule: < 5 uxh points above the start, or > 10 utility below."""
     from rem.report import build_report
 
-    start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
+    start = {"uxh": 0.05, "healed": 0.0625, "utility": 0.8}
     cells = [
-        ("none", 0.5, 5.0, 80.0),
-        ("a", 0.5, 9.9, 80.0),
-        ("a", 1.0, 40.0, 69.0),
-        ("b", 0.5, 10.0, 70.0),
-        ("b", 1.0, 30.0, 75.0),
+        ("none", 0.5, 0.05, 0.8),
+        ("a", 0.5, 0.099, 0.8),
+        ("a", 1.0, 0.4, 0.69),
+        ("b", 0.5, 0.1, 0.7),  # on both thresholds: not a collapse (0.8 - 0.1 is 0.7000000000000001)
+        ("b", 1.0, 0.3, 0.75),
     ]
     with ResultStore.in_run_dir(tmp_path) as s:
         for i, (method, rate, uxh, util) in enumerate(cells):
@@ -287,9 +271,9 @@ def test_report_separates_expansion_ratios(tmp_path):
     with ResultStore.in_run_dir(tmp_path) as s:
         for i, (mc, uxh) in enumerate(
             [
-                ({"expand_ratio": 1.0}, 40.0),
-                ({"expand_ratio": 0.25}, 20.0),
-                ({"expand_ratio": 1.0, "soft_mask": True}, 10.0),
+                ({"expand_ratio": 1.0}, 0.4),
+                ({"expand_ratio": 0.25}, 0.2),
+                ({"expand_ratio": 1.0, "soft_mask": True}, 0.1),
             ]
         ):
             s.put(
@@ -301,14 +285,14 @@ def test_report_separates_expansion_ratios(tmp_path):
                     "rate": 0.5,
                     "seed": 0,
                     "method_config": mc,
-                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 100.0},
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 1.0},
                 }
             )
     rep = build_report(tmp_path)
     assert {r["method"]: r["uxh_mean"] for r in rep.table} == {
-        "rem": 40.0,
-        "rem (r=0.25)": 20.0,
-        "rem (soft mask)": 10.0,
+        "rem": 0.4,
+        "rem (r=0.25)": 0.2,
+        "rem (soft mask)": 0.1,
     }
     assert not rep.warning
     with ResultStore.in_run_dir(tmp_path) as s:
@@ -321,7 +305,7 @@ def test_report_separates_expansion_ratios(tmp_path):
                 "rate": 0.5,
                 "seed": 0,
                 "method_config": {},
-                "metrics": {"uxh": 5.0, "healed": 5.0, "utility": 100.0},
+                "metrics": {"uxh": 0.05, "healed": 0.05, "utility": 1.0},
             }
         )
     rep = build_report(tmp_path, where={"*": {"expand_ratio": 1}})  # methods without a ratio pass
@@ -348,6 +332,8 @@ def test_smoke_grid_end_to_end(local_run):
     for r in recs:
         want = {"healed", "healed_test", "utility", "uxh", "forget_acc", "test_acc", "params"}
         assert want <= r["metrics"].keys()
+        assert all(0 <= v <= 1 for k, v in r["metrics"].items() if k != "params"), r["metrics"]  # shares
+        assert r["metrics"]["uxh"] == pytest.approx(r["metrics"]["healed"] * r["metrics"]["utility"])
         assert r["split_hash"] and r["env"]["torch"] and r["wall_s"] >= 0 and "peak_mem_mb" in r
         assert r["config"]["method_config"] == r["method_config"] and r["n_forget"] == 25
         assert isinstance(r["history"], list)
@@ -646,17 +632,17 @@ def test_report_draws_redirection_curve_from_rem_history(tmp_path):
             "task": task,
             "rate": rate,
             "seed": 0,
-            "metrics": {"uxh": 1.0, "healed": 1.0, "utility": 100.0},
+            "metrics": {"uxh": 0.01, "healed": 0.01, "utility": 1.0},
             "history": history,
         }
 
     rounds = [
         {
             "round": i,
-            "track_healed": 10.0 * i,
-            "track_utility": 70.0,
-            "track_acc_drop_f": 90.0 - 30 * i,
-            "track_acc_mask_f": 20.0 * i,
+            "track_healed": 0.1 * i,
+            "track_utility": 0.7,
+            "track_acc_drop_f": 0.9 - 0.3 * i,
+            "track_acc_mask_f": 0.2 * i,
         }
         for i in range(3)
     ] + [{"best_round": 2, "best_proxy": 0.5}]
@@ -687,10 +673,10 @@ def test_report_html_is_readable(tmp_path):
     from rem.report.html import html_table
     from rem.report.model import Table
 
-    start = {"uxh": 5.0, "healed": 6.25, "utility": 80.0}
+    start = {"uxh": 0.05, "healed": 0.0625, "utility": 0.8}
     with ResultStore.in_run_dir(tmp_path) as s:
         for i, (method, rate, uxh) in enumerate(
-            [("a", 0.1, 5.0), ("a", 0.5, 40.0), ("b", 0.1, 30.0), ("b", 0.5, 30.0), ("c", 0.1, 30.0), ("d", 0.1, 3.0)]
+            [("a", 0.1, 0.05), ("a", 0.5, 0.4), ("b", 0.1, 0.3), ("b", 0.5, 0.3), ("c", 0.1, 0.3), ("d", 0.1, 0.03)]
         ):
             s.put(
                 {
@@ -700,7 +686,7 @@ def test_report_html_is_readable(tmp_path):
                     "task": "random",
                     "rate": rate,
                     "seed": 0,
-                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 80.0},
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 0.8},
                     "start_key": "s",
                     "start_metrics": start,
                 }

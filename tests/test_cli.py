@@ -18,6 +18,10 @@ def test_train_eval_unlearn(trained, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(trained / "model.safetensors"), "--out", str(tmp_path / "e.json")]) == 0
     ev = json.loads((tmp_path / "e.json").read_text())["metrics"]
     assert ev["uxh"] == pytest.approx(rec["metrics"]["uxh"])
+    assert 0 <= ev["uxh"] <= 1 and ev["uxh"] == pytest.approx(ev["healed"] * ev["utility"])  # files: shares
+    out = capsys.readouterr().out
+    shown = json.loads(out.split("metrics (%):")[-1].splitlines()[0])  # rem eval prints percent
+    assert shown["uxh"] == pytest.approx(100 * ev["uxh"], abs=0.01) and shown["params"] == ev["params"]
     assert (
         main(
             [

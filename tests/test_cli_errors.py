@@ -53,7 +53,7 @@ def world(tmp_path_factory):
     header["format"] = "rem-checkpoint/1"
     from rem.checkpoint import _digest
 
-    header["rem.sha256"] = _digest(load_file(str(ck)))
+    header["rem.sha256"] = _digest(load_file(str(ck)), {})
     save_file(load_file(str(ck)), str(root / "legacy.safetensors"), metadata=header)
     return root
 
@@ -98,7 +98,7 @@ def _cases(w: Path) -> list[tuple[str, list[str], str]]:
             ["unlearn", "--checkpoint", str(w / "othersplit.safetensors"), "--rate", "0.5", *out],
             "split",
         ),
-        ("eval-legacy-format", ["eval", "--checkpoint", str(w / "legacy.safetensors")], "older rem"),
+        ("eval-legacy-format", ["eval", "--checkpoint", str(w / "legacy.safetensors")], "another rem"),
         # 4. zero is refused, not replaced by the profile's default
         ("train-n-corrupt-0", ["train", "--profile", "smoke", "--n-corrupt", "0", *out], "--n-corrupt"),
         ("train-steps-0", ["train", "--profile", "smoke", "--steps", "0", *out], "--steps"),

@@ -231,16 +231,16 @@ def test_rem_through_the_wrapper_heals_a_planted_backdoor(backdoored):
     task, cnn = backdoored
     fi = task.forget_idx(0.5)
     before = evaluate(GenericCapacity(cnn), task, fi)
-    assert before["corrupt_acc"] >= 80 and before["asr"] >= 60, before  # the backdoor is there
+    assert before["corrupt_acc"] >= 0.8 and before["asr"] >= 0.6, before  # the backdoor is there
     state = copy.deepcopy(cnn.state_dict())
     healed, history = rem.unlearn(cnn, task, fi, "rem", device="cpu", steps=64, batch_size=64, lr=0.01)
     assert all(torch.equal(state[k], v) for k, v in cnn.state_dict().items())  # input untouched
     assert type(healed) is TinyCNN and all(len(m._forward_hooks) == 0 for m in healed.modules())
     TinyCNN().load_state_dict(healed.state_dict(), strict=True)
     after = evaluate(GenericCapacity(healed), task, fi)
-    assert after["healed"] >= before["healed"] + 30, (before, after)
+    assert after["healed"] >= before["healed"] + 0.3, (before, after)
     assert after["asr"] <= before["asr"] / 2, (before, after)
-    assert after["utility"] >= before["utility"] - 8, (before, after)
+    assert after["utility"] >= before["utility"] - 0.08, (before, after)
     assert {"proxy", "acc_drop_f", "acc_mask_f"} <= set(history[0])
 
 
@@ -259,7 +259,7 @@ def test_rem_on_user_arrays_end_to_end(backdoored):
     w = GenericCapacity(cnn)
     acc = rem.metrics.accuracy(w, data, torch.as_tensor(found), data.y_train)
     acc_after = rem.metrics.accuracy(GenericCapacity(healed), data, torch.as_tensor(found), data.y_train)
-    assert acc_after < acc - 30, (acc, acc_after)  # the found samples' poisoned labels are unlearned
+    assert acc_after < acc - 0.3, (acc, acc_after)  # the found samples' poisoned labels are unlearned
 
 
 BASELINES = ["none", "npo", "ascent", "finetune", "cf-2", "scrub", "badt", "ssd", "potion", "salun", "rem-no-remove"]

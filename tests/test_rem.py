@@ -30,14 +30,14 @@ def test_backdoor_is_learned_then_healed_by_rem(smoke):
     p, task, model = smoke
     fi = task.forget_idx(0.5)
     before = evaluate(model, task, fi)
-    assert before["corrupt_acc"] >= 80 and before["healed"] <= 40, before  # the backdoor is really there
+    assert before["corrupt_acc"] >= 0.8 and before["healed"] <= 0.4, before  # the backdoor is really there
     healed, healed_history = rem.unlearn(
         model, task, fi, "rem", device="cpu", steps=p.unlearn.steps, batch_size=p.unlearn.batch_size, lr=p.unlearn.lr
     )
     after = evaluate(healed, task, fi)
-    assert after["healed"] >= before["healed"] + 40, (before, after)
-    assert after["healed"] >= after["test_acc"] - 15, after  # near the clean accuracy
-    assert after["utility"] >= before["utility"] - 5, (before, after)
+    assert after["healed"] >= before["healed"] + 0.4, (before, after)
+    assert after["healed"] >= after["test_acc"] - 0.15, after  # near the clean accuracy
+    assert after["utility"] >= before["utility"] - 0.05, (before, after)
     assert after["asr"] <= before["asr"] / 2
     assert param_count(healed) == param_count(model) and not healed.has_extra
     assert healed_history[-1]["best_round"] >= 0
@@ -212,7 +212,8 @@ def test_history_tracks_both_paths_per_round(smoke):
     assert rounds
     for r in rounds:
         assert {"track_healed", "track_utility", "track_acc_drop_f", "track_acc_mask_f"} <= set(r)
-        assert 0 <= r["track_healed"] <= 100 and 0 <= r["track_acc_mask_f"] <= 100
+        assert all(0 <= r[k] <= 1 for k in r if k.startswith(("track_", "acc_"))), r  # shares, every one
+        assert r["track_acc_mask_f"] == r["acc_mask_f"] and r["track_acc_drop_f"] == pytest.approx(r["acc_drop_f"])
     off, off_history = get_method("rem", steps=8, batch_size=128, track=False).unlearn(
         model, task, task.forget_idx(0.5), Context()
     )

@@ -37,7 +37,7 @@ def test_pretraining_learns(make_gen_task, ptype):
     spec = get_profile("smoke").arch_spec(10)
     m = pretrain(task, spec, ptype, Recipe(steps=60, batch_size=64, lr=0.05), seed=0)
     acc = evaluate(m, task)["test_acc"]
-    assert acc >= 50, acc  # chance is 10 %
+    assert 0.5 <= acc <= 1, acc  # a share; chance is 0.1
     assert m.has_extra == (ptype == "etd")
 
 

@@ -6,10 +6,13 @@ Python API::
     model, meta = rem.load_checkpoint("model.safetensors")
     task = rem.task_of(meta)          # the checkpoint's own data and corruption
     healed, history = rem.unlearn(model, task, task.forget_idx(0.5), method="rem")  # rem.Unlearned
-    print(rem.evaluate(healed, task))
+    print(rem.evaluate(healed, task))  # healed, utility, uxh, ...: shares in [0, 1]
 
     # your own classifier (any nn.Module) on your own images and labels:
     healed, history = rem.unlearn(my_model, (images, labels), found_idx, method="rem")
+
+Every metric, record field and history value is a share in [0, 1] (uxh = healed × utility too); only
+reports and command output show percent (:mod:`rem.units`).
 """
 
 __version__ = "0.1.0"

@@ -105,7 +105,8 @@ def unlearn(
     ``progress`` draws a bar of the steps (on a terminal); ``on_step(done, total, loss)`` is called after
     each step. Returns :class:`~rem.methods.Unlearned`: ``.model``, the healed model with the input's
     parameter count, and ``.history``, the run's records (for REM: per-round proxy, Acc(D_f) of θ_o1 and of
-    the masked model); ``healed, history = rem.unlearn(...)`` unpacks it. The input is not modified.
+    the masked model, accuracies as shares in [0, 1]); ``healed, history = rem.unlearn(...)`` unpacks it.
+    The input is not modified.
 
     A user's own classifier (any ``nn.Module``) and data (arrays, ``(images, labels)``, an ``.npz``
     file or an image folder in place of ``task``) go to :func:`rem.heal.heal`, which takes further

@@ -8,9 +8,8 @@ truncated, altered or mismatched file raises :class:`~rem.errors.CheckpointError
 
 Files are written by this module's own safetensors writer (the format is an 8-byte header length, a
 JSON header, then the raw tensors) with sorted keys, so identical models and metadata give identical
-bytes, and with the permissions of any other output (``0666`` less the umask). Files of the first
-format (``rem-checkpoint/1``, whose digest covered the tensors only) are refused by default; the bench
-cache, which checks a model against its own key and split hash, may still read them (``allow_legacy``).
+bytes, and with the permissions of any other output (``0666`` less the umask). A file of another format
+(``rem-checkpoint/1``, whose digest covered the tensors only) is refused, saying so.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from rem.models import CapacityNet, build_model
 from rem.paths import atomic_path
 
 FORMAT = "rem-checkpoint/2"
-LEGACY_FORMATS = ("rem-checkpoint/1",)
 _DTYPES = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -43,24 +41,18 @@ _DTYPES = {
 }
 
 
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> hashlib._Hash:
+def _digest(tensors: dict[str, torch.Tensor], header: dict) -> str:
+    """sha256 of the tensors and of every header entry but the digest itself."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h
-
-
-def _digest(tensors: dict[str, torch.Tensor], header: dict | None = None) -> str:
-    """sha256 of the tensors and (format 2) of every header entry but the digest itself."""
-    h = _tensor_digest(tensors)
-    if header is not None:
-        for k in sorted(header):
-            if k != "rem.sha256":
-                v = str(header[k]).encode()
-                h.update(f"|{k}|{len(v)}|".encode())
-                h.update(v)
+    for k in sorted(header):
+        if k != "rem.sha256":
+            v = str(header[k]).encode()
+            h.update(f"|{k}|{len(v)}|".encode())
+            h.update(v)
     return h.hexdigest()
 
 
@@ -103,9 +95,7 @@ def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = No
     return path
 
 
-def load_checkpoint(
-    path: str | Path, device: torch.device | str = "cpu", *, allow_legacy: bool = False
-) -> tuple[CapacityNet, dict]:
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[CapacityNet, dict]:
     """Rebuild the model from a checkpoint written by :func:`save_checkpoint`; return (model, meta).
 
     The model carries the metadata as ``model.rem_meta`` (so :func:`rem.unlearn` and :func:`rem.evaluate`
@@ -125,14 +115,14 @@ def load_checkpoint(
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is not a readable safetensors file (damaged or truncated?): {msg}") from e
     fmt = header.get("format")
-    if fmt in LEGACY_FORMATS and not allow_legacy:
+    if isinstance(fmt, str) and fmt.startswith("rem-checkpoint/") and fmt != FORMAT:
         raise CheckpointError(
-            f"{path} was written by an older rem ({fmt}) whose digest does not cover its "
-            "metadata; re-create it with this rem (`rem train`, or `rem bench` for a run folder)"
+            f"{path} was written by another rem ({fmt}; this rem reads {FORMAT}); re-create it with this "
+            "rem (`rem train`, or `rem bench` for a run folder)"
         )
-    if fmt != FORMAT and fmt not in LEGACY_FORMATS:
+    if fmt != FORMAT:
         raise CheckpointError(f"{path} is not a rem checkpoint (format {fmt!r}, expected {FORMAT!r})")
-    expected = _digest(tensors, header if fmt == FORMAT else None)
+    expected = _digest(tensors, header)
     if expected != header.get("rem.sha256"):
         raise CheckpointError(
             f"{path} is damaged: its tensors or metadata do not match the digest recorded when it was saved"

@@ -50,8 +50,11 @@ def rate_type(text: str) -> float:
     return v
 
 
-def _round(d: dict) -> dict:
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
+def shown(metrics: dict) -> str:
+    """Metrics as the commands print them: the shares in percent, two decimals (files keep the shares)."""
+    from rem.units import percent_metrics
+
+    return json.dumps(percent_metrics(metrics, 2))
 
 
 def _profile(args):
@@ -125,7 +128,7 @@ def cmd_train(args) -> int:
     save_checkpoint(model, out / "model.safetensors", meta)
     record = {**meta, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind, "env": environment(dev)}
     write_json_atomic(out / "metrics.json", record)
-    print(json.dumps(_round(metrics)))
+    print("metrics (%):", shown(metrics))
     print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
     return 0
 
@@ -147,7 +150,7 @@ def cmd_eval(args) -> int:
         write_json_atomic(
             Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(), "metrics": metrics}
         )
-    print(json.dumps(_round(metrics)))
+    print("metrics (%):", shown(metrics))
     return 0
 
 
@@ -270,8 +273,8 @@ def cmd_unlearn(args) -> int:
     }
     save_checkpoint(result.model, out_model, new_meta)
     write_json_atomic(out_metrics, {**record, "before": before})
-    print("before:", json.dumps(_round(before)))
-    print("after: ", json.dumps(_round(record["metrics"])))
+    print("before (%):", shown(before))
+    print("after (%): ", shown(record["metrics"]))
     print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({record['wall_s']:.0f} s)")
     return 0
 
@@ -377,7 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="metrics of a checkpoint on its task (or another task)",
-        description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr.",
+        description="Evaluate a checkpoint: healed, healed_test, utility, uxh, forget_acc, asr (printed in "
+        "percent; --out writes them as shares in [0, 1], as every file rem writes).",
     )
     p.add_argument("--checkpoint", required=True, help="a .safetensors file written by rem")
     p.add_argument(
@@ -386,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["poison", "interclass", "random"],
         help="evaluate on this task instead of the checkpoint's own (default: its own)",
     )
-    p.add_argument("--out", default=None, help="write the metrics to this JSON file (default: print only)")
+    p.add_argument("--out", default=None, help="write the metrics (shares) to this JSON file (default: print only)")
     common(p)
     p.set_defaults(func=cmd_eval)
 

@@ -23,6 +23,7 @@ def run_demo(args) -> int:
     from rem.profiles import get_profile
     from rem.report import build_report
     from rem.runtime import pick_device
+    from rem.units import percent
 
     name = getattr(args, "profile", "cpu")
     profile = get_profile(name)
@@ -46,10 +47,10 @@ def run_demo(args) -> int:
     )
     start = next((r.get("start_metrics") or {} for r in recs), {})
     if start.get("asr") is not None:
-        print(f"  {'starting model':<16} {start['asr']:6.1f} %")
+        print(f"  {'starting model':<16} {percent(start['asr']):6.1f} %")
     for m in DEMO_METHODS:
         r = next((r for r in recs if r["method"] == m), None)
         if r is not None and m != "none" and r["metrics"].get("asr") is not None:
-            print(f"  {m:<16} {r['metrics']['asr']:6.1f} %")
+            print(f"  {m:<16} {percent(r['metrics']['asr']):6.1f} %")
     print(f"HTML report: {report.html.resolve()}")
     return 1 if getattr(summary, "failed", 0) else 0

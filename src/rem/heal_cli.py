@@ -206,6 +206,7 @@ def run(args) -> int:
     from rem.models.generic import GenericCapacity
     from rem.paths import atomic_path, check_output_file, write_json_atomic
     from rem.runtime import measure, pick_device
+    from rem.units import percent
 
     need = [
         o for o, v in (("--weights", args.weights), ("--data", args.data), ("--forget", args.forget_file)) if v is None
@@ -251,9 +252,12 @@ def run(args) -> int:
     def accs(net) -> dict:
         w = GenericCapacity(net, targets, exclude)
         return {
-            "acc_found": round(accuracy(w, task, forget_idx, y, device=dev), 2),
-            "acc_rest": round(accuracy(w, task, retain_idx, y, device=dev), 2),
+            "acc_found": accuracy(w, task, forget_idx, y, device=dev),
+            "acc_rest": accuracy(w, task, retain_idx, y, device=dev),
         }
+
+    def shown(a: dict) -> str:
+        return json.dumps({k: percent(v, 2) for k, v in a.items()})
 
     print(
         f"{args.method} on {type(model).__name__} ({sum(p.numel() for p in model.parameters()):,} parameters, "
@@ -261,7 +265,7 @@ def run(args) -> int:
         f"{task.data.num_classes} classes, {len(forget_idx)} found"
     )
     before = accs(model)
-    print("before:", json.dumps(before))
+    print("before (%):", shown(before))
     with measure(dev) as m:
         healed, history = heal(
             model,
@@ -276,7 +280,7 @@ def run(args) -> int:
         )
     healed = healed.cpu()
     after = accs(healed)
-    print("after: ", json.dumps(after), f"({m.wall_s:.0f} s)")
+    print("after (%): ", shown(after), f"({m.wall_s:.0f} s)")
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in healed.state_dict().items()}
     meta = {

@@ -1,12 +1,13 @@
 """The metrics of SPEC §2, always of the deployed model (``drop`` mode) on non-augmented images; the
 test-set ones each corruption task computes itself (:meth:`rem.data.corruptions.Corruption.test_metrics`).
+Every metric is a share in [0, 1] (:mod:`rem.units`; reports and command output show percent).
 
 | metric | poison | interclass | random |
 |---|---|---|---|
 | healed      | acc on all of D_c *with the trigger* vs true labels | acc on D_c vs true labels | same |
 | healed_test | acc on triggered test images vs true labels | test acc on classes a and b | clean test acc |
 | utility     | clean test acc | test acc on the K−2 other classes | clean test acc |
-| uxh         | healed × utility / 100 | same | same |
+| uxh         | healed × utility | same | same |
 
 Also ``forget_acc`` (acc on D_f vs its corrupted labels, triggered as trained), ``asr`` (poison: share
 of triggered test images of true class ≠ target predicted as target) and ``test_acc`` (clean).
@@ -66,13 +67,13 @@ def accuracy(
     device="cpu",
     keys_fn=None,
 ) -> float:
-    """Top-1 accuracy (%) on D_tr[idx] as trained (triggers stamped) against ``labels[idx]``."""
+    """Top-1 accuracy (a share in [0, 1]) on D_tr[idx] as trained (triggers stamped) against ``labels[idx]``."""
     if len(idx) == 0:
         return float("nan")
     p = predict(
         model, task.data.x_train, idx, mode=mode, triggered=task.triggered, task=task, device=device, keys_fn=keys_fn
     )
-    return 100.0 * (p == labels[idx.cpu()]).float().mean().item()
+    return (p == labels[idx.cpu()]).float().mean().item()
 
 
 def evaluate(
@@ -83,11 +84,12 @@ def evaluate(
     device: torch.device | str = "cpu",
     mode: str = "drop",
 ) -> dict:
-    """All SPEC §2 metrics of ``model`` on ``task`` (``forget_idx`` = D_f, for ``forget_acc``)."""
+    """All SPEC §2 metrics of ``model`` on ``task`` (``forget_idx`` = D_f, for ``forget_acc``): shares in
+    [0, 1], and ``params``, the parameter count."""
     d, cfg = task.data, task.config
     y_test = d.y_test.cpu()
     clean = predict(model, d.x_test, mode=mode, device=device)
-    test_acc = 100.0 * (clean == y_test).float().mean().item()
+    test_acc = (clean == y_test).float().mean().item()
     healed = accuracy(model, task, task.corrupt_idx, task.y_true.cpu(), mode=mode, device=device)
     out = {"test_acc": test_acc, "healed": healed}
 
@@ -95,7 +97,7 @@ def evaluate(
         return predict(model, d.x_test, mode=mode, device=device, task=task, triggered=triggered)
 
     out.update(get_corruption(task.kind).test_metrics(cfg, y_test, clean, test_acc, predict_test))
-    out["uxh"] = out["healed"] * out["utility"] / 100.0
+    out["uxh"] = out["healed"] * out["utility"]
     if forget_idx is not None and len(forget_idx):
         out["forget_acc"] = accuracy(model, task, forget_idx, task.y_train.cpu(), mode=mode, device=device)
     out["corrupt_acc"] = accuracy(model, task, task.corrupt_idx, task.y_train.cpu(), mode=mode, device=device)

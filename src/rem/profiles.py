@@ -63,10 +63,7 @@ class Profile:
         raise ConfigError(f"unknown architecture {self.arch!r}")
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        if d["crop_pad"] == "zeros":  # added later: left out at its default so earlier hashes still hold
-            del d["crop_pad"]
-        return d
+        return asdict(self)
 
     def task_config(self, kind: str, seed: int = 0, **kw):
         """The TaskConfig of task ``kind`` under this profile (|D_c|, crop padding)."""

@@ -179,7 +179,7 @@ def ensure_start(
     path = spec.path(run_dir)
     if path.is_file():
         try:
-            _, meta = load_checkpoint(path, allow_legacy=True)  # checked against the key below
+            _, meta = load_checkpoint(path)
             rec = meta.get("pretrain_record")
             if rec and rec.get("key") == spec.key:
                 if store is not None and store.model(spec.key) is None:
@@ -246,7 +246,7 @@ def run_cell(
     spec = StartSpec.of(cell)
     if start is None and run_dir is not None:
         ensure_start(spec, run_dir, device=dev, data_dir=data_dir, progress=progress)
-    model, meta = load_checkpoint(_start_file(spec, run_dir, start), dev, allow_legacy=True)
+    model, meta = load_checkpoint(_start_file(spec, run_dir, start), dev)
     task = make_cell_task(spec, data_dir)
     if meta.get("split_hash") != task.split_hash():
         raise CheckpointError(

@@ -65,12 +65,6 @@ def cell_profile_dict(profile_dict: dict) -> dict:
     return {k: v for k, v in profile_dict.items() if k not in GRID_SHAPE_FIELDS}
 
 
-def config_key(config: dict) -> str:
-    """The key of a cell configuration (:meth:`Cell.config`), also of one stored by an older rem whose
-    profile still held the grid-shape fields (so that :class:`~rem.bench.store.ResultStore` can re-key it)."""
-    return _hash({**config, "profile": cell_profile_dict(config["profile"])})
-
-
 @dataclass(frozen=True)
 class Cell:
     """One computation of the grid: a method run on one starting model, task, discovery rate and seed."""
@@ -111,7 +105,7 @@ class Cell:
 
     @cached_property
     def key(self) -> str:
-        return config_key(self.config())
+        return _hash(self.config())
 
     @cached_property
     def start_key(self) -> str:

@@ -2,7 +2,8 @@
 
 Tables:
 
-- ``meta(name, value)``: ``kind`` = ``rem-results`` and ``schema_version`` (and the last grid run);
+- ``meta(name, value)``: ``kind`` = ``rem-results``, ``schema_version``, ``key_version`` (and the last
+  grid run);
 - ``records(key PRIMARY KEY, status, method, pretrain_type, task, rate, seed, record, error, updated_at)``:
   one row per grid cell, keyed by :attr:`rem.bench.grid.Cell.key`; ``record`` is the JSON result;
   ``status`` is ``done`` or ``failed`` (a failed cell is retried by the next run);
@@ -11,12 +12,15 @@ Tables:
   running ``rem bench`` is computing right now, so that several runners on one run folder share the
   work instead of each computing every cell. A claim is released when its cell is stored or fails;
   one left by a dead process (same host, pid gone; or older than :data:`CLAIM_TTL_S` from another host)
-  is taken over. The table is created on opening, so stores written before it existed gain it.
+  is taken over.
 
 Every write is one transaction on one row (an upsert on the key that never replaces a ``done`` row),
 so a process killed at any moment loses no finished cell and never stores one twice. The database is
 in WAL mode with ``synchronous=FULL``. Opening a file that is not a rem store, or one written with
-another schema version, raises :class:`~rem.errors.StoreError` before anything is written.
+another schema or key version, raises :class:`~rem.errors.StoreError` before anything is written.
+
+Schema 2: every metric and history value in a record is a share in [0, 1] (schema 1 held the metrics
+in percent).
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ from pathlib import Path
 from rem.errors import StoreError
 
 KIND = "rem-results"
-SCHEMA_VERSION = 1
-#: Version of the cell-key function (:func:`rem.bench.grid.config_key`). Keys of version 1 hashed the grid's
-#: rates, seeds and pretraining types along with the cell, so a grid re-run with another rate list re-ran
-#: every cell; a store of an older key version is re-keyed when opened (records carry their configuration).
+#: Version of what a record holds: 2 = metrics and histories in shares (1: metrics in percent).
+SCHEMA_VERSION = 2
+#: Version of the cell-key function (:attr:`rem.bench.grid.Cell.key`): a store keyed by another one would
+#: not find its own cells again, so it is refused.
 KEY_VERSION = 2
 FILENAME = "results.sqlite"
 #: A claim from another host (whose process this one cannot see) is considered abandoned after this long.
@@ -52,10 +56,10 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS models (
     key TEXT PRIMARY KEY, path TEXT, record TEXT NOT NULL, updated_at REAL NOT NULL
 );
-"""
-_CLAIMS = """CREATE TABLE IF NOT EXISTS claims (
+CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, claimed_at REAL NOT NULL
-)"""
+);
+"""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -133,8 +137,15 @@ class ResultStore:
                 )
             if version != SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.path} uses results schema {version}, which this rem cannot read "
-                    f"(it reads {SCHEMA_VERSION}); rerun the grid in a new --run-dir"
+                    f"{self.path} uses results schema {version}"
+                    + (" (metrics in percent)" if version == 1 else "")
+                    + f", which this rem cannot read (it reads {SCHEMA_VERSION}); rerun the grid in a new --run-dir"
+                )
+            key_version = meta.get("key_version", "1")  # stores of key version 1 did not say it
+            if key_version != str(KEY_VERSION):
+                raise StoreError(
+                    f"{self.path} keys its cells with key version {key_version}, which this rem cannot use "
+                    f"(it keys with version {KEY_VERSION}); rerun the grid in a new --run-dir"
                 )
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=FULL")
@@ -147,46 +158,6 @@ class ResultStore:
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('key_version', ?)", (str(KEY_VERSION),))
                 c.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (str(time.time()),))
-        elif self.meta().get("key_version") != str(KEY_VERSION):
-            self._rekey()
-        if "claims" not in tables:
-            c.execute(_CLAIMS)
-
-    def _rekey(self) -> None:
-        """Re-key every record with the current key function, in one transaction. A record whose new key is
-        already taken (the same cell stored twice under old keys) is dropped unless it is ``done`` and the
-        other is not, so no finished cell is lost or counted twice."""
-        from rem.bench.grid import cell_profile_dict, config_key
-
-        with self._tx():
-            c = self.conn
-            rows = c.execute("SELECT rowid, key, status, record FROM records ORDER BY rowid").fetchall()
-            kept: dict[str, tuple[int, str]] = {}  # new key -> (rowid, status) of the record that keeps it
-            drop: list[int] = []
-            updates: dict[int, tuple[str, dict]] = {}
-            for rowid, key, status, rec in rows:
-                d = json.loads(rec)
-                cfg = d.get("config")
-                if not isinstance(cfg, dict) or not isinstance(cfg.get("profile"), dict):
-                    continue  # not a cell record this rem can re-key: leave it as it is
-                new = config_key(cfg)
-                prev = kept.get(new)
-                if prev is not None and (prev[1] == "done" or status != "done"):
-                    drop.append(rowid)
-                    continue
-                if prev is not None:
-                    drop.append(prev[0])
-                    updates.pop(prev[0], None)
-                kept[new] = (rowid, status)
-                if new != key:
-                    d["key"] = new
-                    d["config"] = {**cfg, "profile": cell_profile_dict(cfg["profile"])}
-                    updates[rowid] = (new, d)
-            for rowid in drop:
-                c.execute("DELETE FROM records WHERE rowid=?", (rowid,))
-            for rowid, (new, d) in updates.items():
-                c.execute("UPDATE records SET key=?, record=? WHERE rowid=?", (new, dumps(d), rowid))
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('key_version', ?)", (str(KEY_VERSION),))
 
     def _tx(self):
         return _Transaction(self.conn)

@@ -29,7 +29,7 @@ Predict = Callable[[torch.Tensor | None], torch.Tensor]
 
 
 def _acc(pred: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (pred == y).float().mean().item()
+    return (pred == y).float().mean().item()
 
 
 class Corruption:
@@ -54,8 +54,8 @@ class Corruption:
     def test_metrics(
         self, config: TaskConfig, y_test: torch.Tensor, clean: torch.Tensor, test_acc: float, predict: Predict
     ) -> dict:
-        """``healed_test`` and ``utility`` (and the task's own, e.g. ``asr``), in %, from the clean test
-        predictions ``clean`` (accuracy ``test_acc``) or others from ``predict``."""
+        """``healed_test`` and ``utility`` (and the task's own, e.g. ``asr``), shares in [0, 1], from the clean
+        test predictions ``clean`` (accuracy ``test_acc``) or others from ``predict``."""
         return {"healed_test": test_acc, "utility": test_acc}
 
 
@@ -98,7 +98,7 @@ class Poison(Corruption):
         nt = y_test != config.target
         return {
             "healed_test": _acc(trig, y_test),
-            "asr": 100.0 * (trig[nt] == config.target).float().mean().item(),
+            "asr": (trig[nt] == config.target).float().mean().item(),
             "utility": test_acc,
         }
 

@@ -86,10 +86,7 @@ class TaskConfig:
         corruption.validate(self)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        if d["crop_pad"] == "zeros":  # added later: left out at its default so earlier hashes still hold
-            del d["crop_pad"]
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TaskConfig:

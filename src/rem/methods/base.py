@@ -61,7 +61,7 @@ class MethodConfig:
     optimizer: str = setting("sgd", "optimiser: sgd or adam")
     momentum: float = setting(0.9, "SGD momentum")
     weight_decay: float = setting(5e-4, "weight decay")
-    gamma: float = setting(0.2, "forget-accuracy threshold γ (a share in [0, 1], not %)")
+    gamma: float = setting(0.2, "forget-accuracy threshold γ (a share in [0, 1], as every accuracy in rem)")
     max_epochs: int = setting(100, "cap of forget-set epochs per removal phase")
     seed: int = setting(0, "seed of the method's batches, masks and initialisations")
 
@@ -231,8 +231,8 @@ def proxy(
     Returns (proxy, Acc_drop(D_r), Acc_drop(D_f)) with accuracies as shares in [0, 1].
     """
     y = task.y_train.cpu()
-    acc_r = accuracy(model, task, retain_idx, y, device=device) / 100
-    acc_f = accuracy(model, task, forget_idx, y, device=device) / 100
+    acc_r = accuracy(model, task, retain_idx, y, device=device)
+    acc_f = accuracy(model, task, forget_idx, y, device=device)
     return acc_r * (1 - max(acc_f, gamma)), acc_r, acc_f
 
 

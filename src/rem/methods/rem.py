@@ -43,7 +43,8 @@ Two behaviours of the authors' code were measured against ours (``cpu`` profile,
 
 Per round, for analysis only (never used for selection), the history also records ``track_*``: the
 dropped model's healed, utility and accuracy on D_f, and the masked model's accuracy on D_f (SPEC §7:
-θ_o1 forgets while θ_o2 takes the corruption over); ``track=False`` leaves them out.
+θ_o1 forgets while θ_o2 takes the corruption over); ``track=False`` leaves them out. Every accuracy in
+the history is a share in [0, 1], as everywhere in rem.
 """
 
 from __future__ import annotations
@@ -160,9 +161,9 @@ def _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_bat
 
 
 def _track(model, task, forget_idx, dev, acc_mask_f: float) -> dict:
-    """Analysis-only figures of a round (read test data and true labels; never used for selection).
+    """Analysis-only figures of a round (read test data and true labels; never used for selection), shares.
 
-    ``acc_mask_f`` is the masked model's accuracy on D_f (%), already measured for the round's record.
+    ``acc_mask_f`` is the masked model's accuracy on D_f, already measured for the round's record.
     """
     if getattr(task, "corrupt_idx", None) is None:  # no ground truth (a user's own data)
         return {}
@@ -260,7 +261,7 @@ class REM(Method):
                 ctx.step(step, cfg.steps, loss.detach())
             # -- step 4: score the round by the proxy, keep the best -------------------------------------
             score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
-            acc_mask_pct = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys)
+            acc_mask = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys)
             history.append(
                 {
                     "round": rnd,
@@ -271,8 +272,8 @@ class REM(Method):
                     "proxy": score,
                     "acc_drop_r": acc_r,
                     "acc_drop_f": acc_f,
-                    "acc_mask_f": acc_mask_pct / 100,
-                    **(_track(model, task, forget_idx, dev, acc_mask_pct) if cfg.track else {}),
+                    "acc_mask_f": acc_mask,
+                    **(_track(model, task, forget_idx, dev, acc_mask) if cfg.track else {}),
                 }
             )
             best.offer(score, model, rnd)

@@ -10,6 +10,9 @@ Writes into the output folder (default ``<run_dir>/report``):
 - ``redirection.png``: REM's per-round history per task (the paper's Fig. 5), when its cells track it;
 - ``cells.csv``: every finished cell's metrics;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
+
+Everything shows the metrics in percent (the store holds shares), the CSV files to
+:data:`~rem.report.tables.CSV_DECIMALS` decimals.
 """
 
 from __future__ import annotations
@@ -25,16 +28,20 @@ from rem.report.html import report_html
 from rem.report.markdown import report_markdown
 from rem.report.tables import (
     CELL_COLUMNS,
+    CSV_DECIMALS,
+    METRICS,
     by_rate_table,
     by_task_table,
     collapses,
     flatten,
+    in_percent,
     summary_table,
     to_csv,
 )
+from rem.units import SHARE_METRICS
 
 HEATMAP_METRICS = ("uxh", "healed", "utility")
-KNOWN_METRICS = ("uxh", "healed", "utility", "healed_test", "forget_acc", "asr", "test_acc", "corrupt_acc")
+KNOWN_METRICS = SHARE_METRICS
 
 
 @dataclass
@@ -182,26 +189,10 @@ def build_report(
         rep.heatmaps["redirection"] = write_atomic(out / "redirection.png", curve)
     md = report_markdown(table, by_task, by_rate, collapsed, warning)
     write_atomic(rep.table_md, md)
-    write_atomic(
-        rep.table_csv,
-        to_csv(
-            table,
-            [
-                "method",
-                "pretrain_type",
-                "cells",
-                "tasks",
-                "healed_mean",
-                "healed_sem",
-                "utility_mean",
-                "utility_sem",
-                "uxh_mean",
-                "uxh_sem",
-                "wall_s_mean",
-            ],
-        ),
-    )
-    write_atomic(rep.cells_csv, to_csv(rows, CELL_COLUMNS))
+    shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
+    table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "wall_s_mean"]
+    write_atomic(rep.table_csv, to_csv(in_percent(table, shares, CSV_DECIMALS), table_cols))
+    write_atomic(rep.cells_csv, to_csv(in_percent(rows, SHARE_METRICS, CSV_DECIMALS), CELL_COLUMNS))
     write_atomic(
         rep.html, report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
     )

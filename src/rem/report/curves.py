@@ -2,8 +2,9 @@
 
 For each task, one panel from a REM cell's history (the ``track_*`` figures REM records per round, for
 analysis only): the dropped model's (θ_o1's) accuracy on D_f against the corrupted labels, the masked
-model's accuracy on D_f, and the dropped model's healed and utility. One cell per task: the method's
-cell at the discovery rate closest to ``rate`` (first seed), so the curve is a single run, not a mean.
+model's accuracy on D_f, and the dropped model's healed and utility, drawn in percent. One cell per task:
+the method's cell at the discovery rate closest to ``rate`` (first seed), so the curve is a single run,
+not a mean.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 
 from rem.data.tasks import KINDS
+from rem.units import percent
 
 SERIES = (
     ("track_acc_drop_f", "θ_o1 (dropped): acc on D_f, corrupted labels", "tab:red", "-"),
@@ -52,7 +54,7 @@ def redirection_png(records: list[dict], method: str = "rem", rate: float = 0.5,
         best = next((h["best_round"] for h in rec["history"] if "best_round" in h), None)
         x = [h["round"] + 1 for h in rounds]
         for key, label, color, style in SERIES:
-            ax.plot(x, [h[key] for h in rounds], style, color=color, marker="o", ms=3, label=label)
+            ax.plot(x, [percent(h[key]) for h in rounds], style, color=color, marker="o", ms=3, label=label)
         if best is not None and best >= 0:
             ax.axvline(best + 1, color="black", lw=0.8, alpha=0.4)
         ax.set_title(

@@ -4,8 +4,9 @@ Rows are the regularity of the corruption (high = poison, medium = interclass, l
 the discovery rates, each cell the mean over seeds; the first column (``start``, set apart by a white
 line) is the starting model before unlearning, as a reference. One figure per metric, at most three
 panels per row and numbers in a 10-point font, so that they read at a normal window width; cells where
-the method collapses (:func:`rem.report.tables.collapses`) are outlined in red and marked ``×``. Drawn
-with matplotlib's object API on the Agg canvas (no pyplot state, no display needed).
+the method collapses (:func:`rem.report.tables.collapses`) are outlined in red and marked ``×``. Values
+are shown in percent (the records hold shares). Drawn with matplotlib's object API on the Agg canvas
+(no pyplot state, no display needed).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 
 from rem.data.tasks import KINDS, REGULARITY
 from rem.report.tables import grid_values, order_methods, rates_of
+from rem.units import percent
 
 LABELS = {
     "uxh": "uxh (healed × utility / 100)",
@@ -63,7 +65,7 @@ def heatmap_png(
     im = None
     for i, (method, ptype) in enumerate(pairs):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        vals = grid_values(rows, starts, method, ptype, metric, tasks, rates)
+        vals = [list(map(percent, line)) for line in grid_values(rows, starts, method, ptype, metric, tasks, rates)]
         im = ax.imshow(vals, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         for y, line in enumerate(vals):
             for x, v in enumerate(line):

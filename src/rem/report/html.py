@@ -13,6 +13,7 @@ from rem.data.tasks import REGULARITY
 from rem.report.heatmaps import LABELS
 from rem.report.model import Table, by_rate_views, by_task_view, cells_view, collapse_view, summary_view
 from rem.report.tables import CELL_COLUMNS, COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
+from rem.units import percent
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
@@ -94,9 +95,9 @@ def report_html(
         html_table(summary_view(table)),
         "<h3>Mean uxh per task</h3>",
         html_table(by_task_view(by_task)),
-        f"<h3>Where methods collapse</h3><p>A cell collapses when its uxh is less than {COLLAPSE_UXH_GAIN:g} "
-        f"points above the starting model's (no healing) or its utility more than {COLLAPSE_UTILITY_DROP:g} "
-        "points below it (utility).</p>",
+        "<h3>Where methods collapse</h3><p>A cell collapses when its uxh is less than "
+        f"{percent(COLLAPSE_UXH_GAIN):g} points above the starting model's (no healing) or its utility more than "
+        f"{percent(COLLAPSE_UTILITY_DROP):g} points below it (utility).</p>",
         html_table(collapse_view(collapsed)),
         "<h3>uxh per task and discovery rate</h3>",
         *(

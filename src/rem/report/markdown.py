@@ -7,6 +7,7 @@ import math
 from rem.data.tasks import REGULARITY
 from rem.report.model import Table, by_rate_views, by_task_view, collapse_view, summary_view
 from rem.report.tables import COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
+from rem.units import percent
 
 
 def cell(v) -> str:
@@ -47,7 +48,7 @@ def report_markdown(
         + "\n"
         + "\n".join(rate_parts)
         + "\n"
-        + f"Collapsed cells: uxh less than {COLLAPSE_UXH_GAIN:g} points above the starting model's (no healing) "
-        f"or utility more than {COLLAPSE_UTILITY_DROP:g} points below it (utility):\n\n"
+        + f"Collapsed cells: uxh less than {percent(COLLAPSE_UXH_GAIN):g} points above the starting model's "
+        f"(no healing) or utility more than {percent(COLLAPSE_UTILITY_DROP):g} points below it (utility):\n\n"
         + markdown_table(collapse_view(collapsed))
     )

@@ -1,5 +1,6 @@
 """The one table model of the report: each table is built once here and rendered by
-:mod:`rem.report.markdown` (``table.md``) and :mod:`rem.report.html` (``report.html``)."""
+:mod:`rem.report.markdown` (``table.md``) and :mod:`rem.report.html` (``report.html``). The aggregates
+come in shares (:mod:`rem.report.tables`); the tables show percent."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 
 from rem.data.tasks import KINDS, REGULARITY
 from rem.report.tables import collapse_where, fmt_pm
+from rem.units import SHARE_METRICS, percent
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,7 @@ def summary_view(table: list[dict]) -> Table:
                 r["method"],
                 r["pretrain_type"],
                 r["cells"],
-                fmt_pm(r["healed_mean"], r["healed_sem"]),
-                fmt_pm(r["utility_mean"], r["utility_sem"]),
-                fmt_pm(r["uxh_mean"], r["uxh_sem"]),
+                *(fmt_pm(percent(r[f"{m}_mean"]), percent(r[f"{m}_sem"])) for m in ("healed", "utility", "uxh")),
                 r["wall_s_mean"],
             ]
             for r in table
@@ -48,7 +48,7 @@ def by_task_view(by_task: list[dict]) -> Table:
     """Mean of a metric per task (:func:`rem.report.tables.by_task_table`)."""
     return Table(
         ["method", "pretrain"] + [f"{k} ({REGULARITY[k]})" for k in KINDS],
-        [[r["method"], r["pretrain_type"]] + [r[k] for k in KINDS] for r in by_task],
+        [[r["method"], r["pretrain_type"]] + [percent(r[k]) for k in KINDS] for r in by_task],
         "ll" + "r" * len(KINDS),
     )
 
@@ -60,7 +60,10 @@ def by_rate_views(by_rate: dict[str, list[dict]]) -> dict[str, Table]:
         rates = list(lines[0]["by_rate"])
         out[task] = Table(
             ["method", "pretrain", "start"] + [f"{r:g}" for r in rates],
-            [[ln["method"], ln["pretrain_type"], ln["start"], *ln["by_rate"].values()] for ln in lines],
+            [
+                [ln["method"], ln["pretrain_type"], *map(percent, [ln["start"], *ln["by_rate"].values()])]
+                for ln in lines
+            ],
             "llr" + "r" * len(rates),
         )
     return out
@@ -79,5 +82,9 @@ def collapse_view(collapsed: list[dict]) -> Table:
 
 
 def cells_view(rows: list[dict], columns: list[str], left: int = 3) -> Table:
-    """Every cell, the given columns."""
-    return Table(list(columns), [[r.get(c) for c in columns] for r in rows], "l" * left + "r" * (len(columns) - left))
+    """Every cell, the given columns (the metrics in percent)."""
+    return Table(
+        list(columns),
+        [[percent(r.get(c)) if c in SHARE_METRICS else r.get(c) for c in columns] for r in rows],
+        "l" * left + "r" * (len(columns) - left),
+    )

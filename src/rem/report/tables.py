@@ -1,6 +1,9 @@
 """Aggregates of a results store's cells: the paper's Table 1 (mean ± SEM over cells), per task, per
 discovery rate, where methods collapse, and the list of cells. Building only: :mod:`rem.report.model` turns
-them into tables, :mod:`rem.report.markdown` and :mod:`rem.report.html` render those."""
+them into tables, :mod:`rem.report.markdown` and :mod:`rem.report.html` render those.
+
+Every aggregate here is in the records' unit, shares in [0, 1]; the views, CSV files and figures show
+percent (:func:`rem.units.percent`)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from collections.abc import Iterable
 
 from rem.data.tasks import KINDS, REGULARITY
 from rem.methods.base import method_label
+from rem.units import percent
 
 METRICS = ("healed", "utility", "uxh")
 CELL_COLUMNS = (
@@ -125,6 +129,17 @@ def fmt_pm(mean: float, sem: float) -> str:
     return f"{mean:.2f}" if math.isnan(sem) else f"{mean:.2f} ± {sem:.2f}"
 
 
+#: Decimals of the percentages in the CSV files: 1e-6 as a share, finer than any accuracy the data sets
+#: give (1 of 10,000 test images is 0.01 %), coarse enough to drop the float32 noise of the measurements.
+CSV_DECIMALS = 4
+
+
+def in_percent(rows: Iterable[dict], columns: Iterable[str], digits: int = 9) -> list[dict]:
+    """``rows`` with the share-valued ``columns`` in percent (:func:`rem.units.percent`), for people to read."""
+    cols = set(columns)
+    return [{k: percent(v, digits) if k in cols else v for k, v in r.items()} for r in rows]
+
+
 def to_csv(rows: list[dict], columns: Iterable[str] | None = None) -> str:
     rows = list(rows)
     columns = list(columns) if columns is not None else (list(rows[0]) if rows else [])
@@ -139,11 +154,15 @@ def to_csv(rows: list[dict], columns: Iterable[str] | None = None) -> str:
 # --- per discovery rate, and where methods collapse --------------------------------------------------
 
 #: A cell *collapses* (SPEC §7's "collapse region") when it heals no better than doing nothing, i.e. its uxh
-#: is less than this many points above the starting model's, or when it destroys the model: utility more
-#: than ``COLLAPSE_UTILITY_DROP`` points below the starting model's. The paper draws its collapse regions
-#: from the heatmaps by eye; these thresholds are ours, chosen so that a reader of the heatmaps would agree.
-COLLAPSE_UXH_GAIN = 5.0
-COLLAPSE_UTILITY_DROP = 10.0
+#: is less than this much (0.05: 5 points of percent) above the starting model's, or when it destroys the
+#: model: utility more than ``COLLAPSE_UTILITY_DROP`` below the starting model's. The paper draws its collapse
+#: regions from the heatmaps by eye; these thresholds are ours, chosen so that a reader of the heatmaps would
+#: agree.
+COLLAPSE_UXH_GAIN = 0.05
+COLLAPSE_UTILITY_DROP = 0.10
+#: Float noise of the thresholds' arithmetic (0.8 − 0.1 is 0.7000000000000001): a value this close to the
+#: threshold is on it, and a value on the threshold is not a collapse.
+_TOLERANCE = 1e-12
 
 
 def _start_value(starts: list[dict], task: str, ptype: str, metric: str) -> float:
@@ -233,9 +252,9 @@ def collapses(
             uxh = mean_sem(r.get("uxh") for r in rs)[0]
             util = mean_sem(r.get("utility") for r in rs)[0]
             reasons = []
-            if not uxh >= s_uxh + uxh_gain:  # NaN counts as collapsed
+            if not uxh >= s_uxh + uxh_gain - _TOLERANCE:  # NaN counts as collapsed
                 reasons.append("no healing")
-            if not util >= s_util - utility_drop:
+            if not util >= s_util - utility_drop - _TOLERANCE:
                 reasons.append("utility")
             if reasons:
                 where.append({"task": task, "rate": rate, "uxh": uxh, "utility": util, "reasons": reasons})

@@ -266,7 +266,7 @@ class Potion(Method):
         start = {k: v.clone() for k, v in model.state_dict().items()}
         ratios = finite_ratios(imp_f, imp_r)
         y = task.y_train.cpu()
-        acc_start = accuracy(model, task, forget_idx, y, device=dev) / 100
+        acc_start = accuracy(model, task, forget_idx, y, device=dev)
         target = cfg.gamma * acc_start if cfg.relative else cfg.gamma
         s = cfg.start_share if cfg.start_share is not None else len(forget_idx) / task.n_train
         for attempt in range(cfg.max_tries):
@@ -274,7 +274,7 @@ class Potion(Method):
             q = 100.0 - math.log(1.0 + 100.0 * s)
             alpha = percentile_threshold(ratios, q)
             n_sel = dampen_(model, imp_f, imp_r, alpha, cfg.lam)
-            acc = accuracy(model, task, forget_idx, y, device=dev) / 100
+            acc = accuracy(model, task, forget_idx, y, device=dev)
             history.append(
                 {
                     "try": attempt,
