@@ -521,6 +521,29 @@ def test_two_runners_on_one_run_folder_share_the_cells(tmp_path):
         assert s.count("done") == 8 and s.count(None) == 8
 
 
+def test_local_workers_share_the_cells_and_count_them(tmp_path, local_run):
+    """workers=2: two processes (this one and a spawned one) split the grid through the store's claims;
+    the summary counts every cell once and the records equal a one-process run's (one thread each)."""
+    from rem.bench.executors.local import cpu_cores
+
+    summary = run_grid(tiny_grid(), tmp_path, progress=False, workers=2)
+    assert summary.done == summary.total == 4 and summary.elsewhere == 0 and not summary.failed, str(summary)
+    assert sum(int(c[0]) for c in summary.cost.values()) == 4
+    if cpu_cores() // 2 == 1:  # the worker ran at one thread, as local_run did
+        assert _metrics(tmp_path) == _metrics(local_run[0])
+
+
+def test_workers_setting():
+    from rem.bench.executors.local import cpu_cores, resolve_workers
+
+    assert resolve_workers("auto", "cpu", 100) == cpu_cores()
+    assert resolve_workers("auto", "cpu", 1) == 1
+    assert resolve_workers(3, "cpu", 2) == 2
+    for bad in (0, -1, "many"):
+        with pytest.raises(ConfigError, match="workers"):
+            resolve_workers(bad, "cpu", 4)
+
+
 def test_damaged_cached_start_model_is_pretrained_again_and_said(tmp_path, capfd, one_thread):
     from rem.checkpoint import load_checkpoint
 

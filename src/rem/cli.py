@@ -495,6 +495,9 @@ def _show_defaults(ap: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
+    from rem.runtime import tune_allocator
+
+    tune_allocator()  # before the first big tensor (see its docstring)
     try:
         return int(args.func(args) or 0)
     except RemError as e:

@@ -136,8 +136,14 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "--executor",
         default="local",
         choices=["local", "ray", "slurm"],
-        help="local: cells one by one in this process (default); ray: Ray tasks on a cluster; "
+        help="local: cells on this machine (default; see --workers); ray: Ray tasks on a cluster; "
         "slurm: a submitit job array",
+    )
+    e.add_argument(
+        "--workers",
+        default="auto",
+        help="local: worker processes sharing the cells; auto = one one-thread worker per CPU core on a "
+        "CPU device (one on a GPU), at most one per cell (default auto)",
     )
     e.add_argument(
         "--ray-address",
@@ -272,7 +278,9 @@ def cmd_bench(args) -> int:
         print(f"{len(cells)} cells, {sum(c.key in done for c in cells)} stored")
         return 0
     kw = {}
-    if args.executor == "ray":
+    if args.executor == "local":
+        kw = {"workers": args.workers}
+    elif args.executor == "ray":
         kw = {
             "ray_address": args.ray_address,
             "cpus_per_cell": args.cpus_per_cell,

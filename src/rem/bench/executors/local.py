@@ -1,11 +1,23 @@
-"""The ``local`` executor: cells one after the other in this process (see :mod:`rem.bench.executors`)."""
+"""The ``local`` executor: cells one after the other in this process, or in several worker processes on
+one machine (see :mod:`rem.bench.executors`).
+
+``workers="auto"`` (the command's default) runs one worker per CPU core on a CPU device, each with one
+thread, capped by the number of cells to run; a CUDA device gets one worker. The extra workers are
+``rem bench`` processes of their own on the same run folder: they share the work through the store's
+claims (as separately started ``rem bench`` processes do), and this process waits for them and counts
+their cells. **Why:** on the two-core machine, two one-thread cells side by side finish more cells per
+hour than one two-thread cell after another (``benchmarks/cell_cost.py --placement``, README).
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 import traceback
 
 from rem.bench.cell import StartSpec, ensure_start, run_cell
+from rem.errors import RemError
 from rem.bench.executors.plan import Plan
 
 
@@ -42,9 +54,128 @@ def _pretrain_claimed(plan: Plan, spec: StartSpec, broken: dict[str, str]) -> st
     return "ready"
 
 
-def run_local(plan: Plan, *, poll_s: float = 2.0) -> None:
+def cpu_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str, device, n_cells: int) -> int:
+    """The number of worker processes: ``auto`` = one per core on CPU (one on an accelerator), at most
+    one per cell to run, at least one."""
+    from rem.errors import ConfigError
+    from rem.runtime import pick_device
+
+    if workers == "auto":
+        n = cpu_cores() if pick_device(device).type == "cpu" else 1
+    else:
+        try:
+            n = int(workers)
+        except (TypeError, ValueError):
+            raise ConfigError(f"workers must be a positive number or 'auto', got {workers!r}") from None
+        if n < 1:
+            raise ConfigError(f"workers must be at least 1, got {n}")
+    return max(1, min(n, n_cells))
+
+
+def _die_with(parent: int) -> None:
+    """Make this worker die with the process that started it (Linux), so that killing ``rem bench``
+    stops its workers too: their cell in progress is lost, as the single process's would be, and its claim
+    is released for the next run."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before that took effect
+        os._exit(1)
+
+
+def _worker(cells, run_dir, device, data_dir, threads: int, fail_fast: bool, ran, parent: int) -> None:
+    """A spawned worker: the same cells, its own store connection, ``threads`` torch threads, no bars;
+    sends the keys of the cells it ran (finished or failed) back through ``ran``."""
+    from rem.bench.executors.plan import RunSummary, Sink, set_threads
+    from rem.bench.store import ResultStore
+    from rem.runtime import tune_allocator
+
+    _die_with(parent)
+    tune_allocator()
+    set_threads(threads)
+    mine: set[str] = set()
+    try:
+        with ResultStore.in_run_dir(run_dir) as store:
+            try:
+                plan = Plan(cells, run_dir, Sink(store, RunSummary(run_dir=run_dir), fail_fast), device, data_dir)
+                _run_cells(plan, 2.0, mine)
+            finally:
+                store.release()
+    finally:
+        ran.put(sorted(mine))
+
+
+def _start_workers(plan: Plan, n: int) -> list:
+    """``n - 1`` spawned workers on ``plan``'s cells; this process becomes the n-th (threads split evenly)."""
+    from rem.bench.executors.plan import set_threads
+
+    threads = max(1, cpu_cores() // n)
+    set_threads(threads)
+    ctx = multiprocessing.get_context("spawn")
+    ran = ctx.SimpleQueue()
+    procs = []
+    for _ in range(n - 1):
+        p = ctx.Process(
+            target=_worker,
+            args=(plan.todo, plan.run_dir, plan.device, plan.data_dir, threads, plan.sink.fail_fast, ran, os.getpid()),
+        )
+        p.start()
+        procs.append(p)
+    return procs, ran
+
+
+def _collect(plan: Plan, procs: list, ran) -> None:
+    """Wait for the workers, then count the cells they ran (finished or failed) as this run's."""
+    theirs: set[str] = set()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RemError(f"a bench worker process died (exit code {p.exitcode}); rerun to resume")
+    while not ran.empty():
+        theirs.update(ran.get())
+    sink, summary = plan.sink, plan.sink.summary
+    errors = {r.get("key"): r.get("error", "") for r in sink.store.records("failed")}
+    for cell in plan.todo:
+        if cell.key not in theirs:
+            continue
+        summary.elsewhere -= 1  # counted so when this process skipped it
+        rec = sink.store.get(cell.key)
+        if rec is not None:
+            summary.done += 1
+            summary.add_cost(rec)
+        else:
+            summary.failed.append((cell.label(), errors.get(cell.key) or "failed in a worker"))
+
+
+def run_local(plan: Plan, *, poll_s: float = 2.0, workers: int | str = 1) -> None:
     """Cells one by one, each claimed in the store first; cells and starting models that another live
-    ``rem bench`` holds are left to it (a starting model it is pretraining is waited for)."""
+    ``rem bench`` holds are left to it (a starting model it is pretraining is waited for). With
+    ``workers`` > 1 (or ``"auto"``), that many processes share the cells (see the module's docs)."""
+    n = resolve_workers(workers, plan.device, len(plan.todo))
+    procs, ran = _start_workers(plan, n) if n > 1 else ([], None)
+    try:
+        _run_cells(plan, poll_s, set())
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    if procs:
+        _collect(plan, procs, ran)
+
+
+def _run_cells(plan: Plan, poll_s: float, mine: set[str]) -> None:
     from rem.progress import StepBar, chain
 
     todo, run_dir, sink, device, data_dir = plan.todo, plan.run_dir, plan.sink, plan.device, plan.data_dir
@@ -78,6 +209,7 @@ def run_local(plan: Plan, *, poll_s: float = 2.0) -> None:
             if not store.claim(cell.key):
                 continue  # taken by another runner in the meantime: counted on the next pass
             pending.remove(cell)
+            mine.add(cell.key)
             progressed = True
             if bar is not None:
                 bar.describe(cell.label())
