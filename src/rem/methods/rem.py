@@ -121,7 +121,8 @@ def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> N
     In their capacity-0.5 model the reserved units get no loss gradient (their outputs are zeroed, and so
     are the inputs of their outgoing weights), so pretraining only shrinks them by weight decay: with SGD
     momentum μ, a factor exp(−wd/(1−μ)·Σ_t lr_t). Batch norm tracked their pre-gate statistics: a few
-    training-mode passes in ``drop`` mode (computed at full width: a zero mask) recompute those, and the kept channels' statistics are put back.
+    training-mode passes in ``drop`` mode (computed at full width: a zero mask) recompute those, and the
+    kept channels' statistics are put back.
     """
     device = torch.device(device)
     lr_sum = sum(recipe.lr_at(t) for t in range(recipe.steps))

@@ -17,8 +17,8 @@ import time
 import traceback
 
 from rem.bench.cell import StartSpec, ensure_start, run_cell
-from rem.errors import RemError
 from rem.bench.executors.plan import Plan
+from rem.errors import RemError
 
 
 def _pretrain_claimed(plan: Plan, spec: StartSpec, broken: dict[str, str]) -> str:
