@@ -1,4 +1,4 @@
-"""The ``rem`` command: train, eval, unlearn, methods, bench, report, demo."""
+"""The ``rem`` command: train, eval, unlearn, discover, methods, bench, report, demo."""
 
 from __future__ import annotations
 
@@ -458,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print every setting of method NAME with its help text, type and default",
     )
     p.set_defaults(func=cmd_methods)
+
+    from rem.discovery.cli import add_discover_parser
+
+    add_discover_parser(sub, common)
 
     try:
         from rem.bench.cli import add_bench_parser, add_report_parser

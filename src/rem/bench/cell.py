@@ -218,6 +218,31 @@ def _start_file(spec: StartSpec, run_dir, start: bytes | None) -> Path:
     return p
 
 
+def load_start(spec: StartSpec, path: str | Path, *, device="cpu", data_dir=None):
+    """(model, meta, task) of the cached starting model of ``spec`` at ``path``, read only: never
+    pretrained here. A missing file, or one that is not this model or was trained on another split,
+    raises :class:`~rem.errors.CheckpointError` saying so."""
+    from rem.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no starting model for {spec.label()} at {path}: pretrain it first with `rem bench --profile "
+            f"{spec.profile.name} --run-dir <run folder> --methods none --tasks {spec.task} --seeds {spec.seed}`"
+        )
+    model, meta = load_checkpoint(path, device)
+    key = meta.get("start_key") or (meta.get("pretrain_record") or {}).get("key")
+    if key is not None and key != spec.key:
+        raise CheckpointError(f"{path} holds another starting model than {spec.label()} of this profile")
+    task = make_cell_task(spec, data_dir)
+    if meta.get("split_hash") != task.split_hash():
+        raise CheckpointError(
+            f"starting model {spec.filename()} was trained on another split "
+            f"({meta.get('split_hash')} vs {task.split_hash()}): has the data changed?"
+        )
+    return model, meta, task
+
+
 # --- cells ----------------------------------------------------------------------------------------
 
 
@@ -238,7 +263,6 @@ def run_cell(
     split hash, wall time and peak memory of the unlearning, the environment, the parameter count and
     the method's history. ``on_step(done, total, loss)`` is called after each of the method's steps.
     """
-    from rem.checkpoint import load_checkpoint
     from rem.run import unlearn_and_record
     from rem.runtime import pick_device
 
@@ -246,13 +270,7 @@ def run_cell(
     spec = StartSpec.of(cell)
     if start is None and run_dir is not None:
         ensure_start(spec, run_dir, device=dev, data_dir=data_dir, progress=progress)
-    model, meta = load_checkpoint(_start_file(spec, run_dir, start), dev)
-    task = make_cell_task(spec, data_dir)
-    if meta.get("split_hash") != task.split_hash():
-        raise CheckpointError(
-            f"starting model {spec.filename()} was trained on another split "
-            f"({meta.get('split_hash')} vs {task.split_hash()}): has the data changed?"
-        )
+    model, meta, task = load_start(spec, _start_file(spec, run_dir, start), device=dev, data_dir=data_dir)
     _, record = unlearn_and_record(
         cell, model, task, task.forget_idx(cell.rate), start_meta=meta, device=dev, progress=progress, on_step=on_step
     )

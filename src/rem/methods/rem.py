@@ -60,6 +60,7 @@ from rem.data.tasks import Task
 from rem.errors import ConfigError
 from rem.methods.base import (
     BestState,
+    Context,
     Method,
     MethodConfig,
     forget_batches,
@@ -153,6 +154,37 @@ def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> N
         m.momentum = momentum
 
 
+def expand_step(model: CapacityNet, task: Task, cfg: REMConfig, ctx: Context) -> CapacityNet:
+    """Step 1: θ_o1 expanded by θ_o2 (``cfg.expand_ratio``; an ETD model keeps its own), REM's masks
+    (``cfg.p``, ``cfg.soft_mask``), θ_o2 initialised as ``cfg.extra_init`` says, channels-last on the device.
+
+    Sets ``model.mask_spec`` of the ``model`` it is given (a method's own copy)."""
+    dev = ctx.device
+    model.mask_spec = MaskSpec(p=cfg.p, seed=model.mask_spec.seed, soft=cfg.soft_mask)
+    was_expanded = model.has_extra
+    model = expand(model, cfg.expand_ratio, seed=cfg.seed).to(dev)  # ETD models keep their own θ_o2
+    if cfg.extra_init == "pretrained" and not was_expanded and ctx.pretrain_recipe is not None:
+        _as_reserved(model, ctx.pretrain_recipe, task, dev, cfg.seed)
+    return model.to(memory_format=torch.channels_last)
+
+
+def reference(model: CapacityNet, shared: torch.Tensor, dev):
+    """Freeze a copy of the expanded ``model`` as θ_ref (step 1). Returns ``(ref_ce, keys)``: the
+    reference's per-sample CE in ``mask`` mode, and the batch's mask keys, the samples marked in
+    ``shared`` (bool over D_tr, read at every call: it may grow) through the one shared mask."""
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def keys(idx: torch.Tensor) -> torch.Tensor:
+        return mask_keys(idx, shared)
+
+    @torch.no_grad()
+    def ref_ce(x, y, idx):
+        with autocast(dev):
+            return per_sample_ce(ref(x, mode="mask", keys=keys(idx)), y)
+
+    return ref_ce, keys
+
+
 def _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_batches):
     """(proxy, Acc_drop(D_r), Acc_drop(D_f)) on training labels: clean images, or augmented ones."""
     if cfg.select_on == "clean":
@@ -198,29 +230,21 @@ class REM(Method):
             tags.append("soft mask")
         return f"{cls.name} ({', '.join(tags)})" if tags else cls.name
 
+    def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
+        """Called at the start of every round, before step 2: a variant may add samples to the shared
+        mask (``shared``, bool over D_tr) and to step 3's removal term (``removal``, 0/1 floats), in place,
+        and return what goes into the round's record. REM adds nothing (``rem-discover`` does)."""
+        return {}
+
     def _unlearn(self, model, task, forget_idx, ctx, history):
         cfg: REMConfig = self.config
         dev = ctx.device
         # -- step 1: expand θ_o1 by θ_o2 and freeze the reference -------------------------------------
-        model.mask_spec = MaskSpec(p=cfg.p, seed=model.mask_spec.seed, soft=cfg.soft_mask)
-        was_expanded = model.has_extra
-        model = expand(model, cfg.expand_ratio, seed=cfg.seed).to(dev)  # ETD models keep their own θ_o2
-        if cfg.extra_init == "pretrained" and not was_expanded and ctx.pretrain_recipe is not None:
-            _as_reserved(model, ctx.pretrain_recipe, task, dev, cfg.seed)
-        model = model.to(memory_format=torch.channels_last)
-        ref = copy.deepcopy(model).eval().requires_grad_(False)
-
+        model = expand_step(model, task, cfg, ctx)
         shared_set = task.corrupt_idx if cfg.ideal else forget_idx  # who shares the one mask
         shared = task.membership(shared_set).to(dev)
         removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
-
-        def keys(idx: torch.Tensor) -> torch.Tensor:
-            return mask_keys(idx, shared)
-
-        @torch.no_grad()
-        def ref_ce(x, y, idx):
-            with autocast(dev):
-                return per_sample_ce(ref(x, mode="mask", keys=keys(idx)), y)
+        ref_ce, keys = reference(model, shared, dev)
 
         retain_idx = task.retain_idx(forget_idx)
         opt = optimizer_for(model, cfg)
@@ -236,6 +260,7 @@ class REM(Method):
             best.offer(_selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)[0], model, -1)
         step, rnd = 0, 0
         while rnd == 0 or step < cfg.steps:
+            grown = self._grow(rnd, model, task, forget_idx, shared, removal, ctx)
             # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) -----------------------
             ep, rsteps, racc = remove_phase(
                 model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma, npo_objective(cfg.beta), cfg.forget_bn_frozen
@@ -275,6 +300,7 @@ class REM(Method):
                     "acc_drop_f": acc_f,
                     "acc_mask_f": acc_mask,
                     **(_track(model, task, forget_idx, dev, acc_mask) if cfg.track else {}),
+                    **grown,
                 }
             )
             best.offer(score, model, rnd)

@@ -1,0 +1,29 @@
+"""Discovery (issue 17): rank D_r by how likely each sample belongs with the corruption (see
+:mod:`rem.discovery.base`); the scores are in :mod:`rem.discovery.scores`."""
+
+from rem.discovery import scores as _scores  # noqa: F401  (importing it registers the scores)
+from rem.discovery.api import discover
+from rem.discovery.base import (
+    SCORES,
+    Ranking,
+    Score,
+    ScoreConfig,
+    auroc,
+    get_score,
+    ranking_quality,
+    register_score,
+    score_names,
+)
+
+__all__ = [
+    "SCORES",
+    "Ranking",
+    "Score",
+    "ScoreConfig",
+    "auroc",
+    "discover",
+    "get_score",
+    "ranking_quality",
+    "register_score",
+    "score_names",
+]

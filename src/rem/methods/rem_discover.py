@@ -1,0 +1,111 @@
+"""``rem-discover``: REM whose shared mask and removal term grow to include the samples it discovers.
+
+REM has no detection: the undiscovered corrupted samples D_c \\ D_f keep their own random masks, so the
+redirect step re-teaches their corruption to θ_o1 through them; the oracle ``rem-ideal`` (all of D_c
+shares the mask and is in the removal term) measures what that costs. ``rem-discover`` closes part of
+the gap with a discovery score (:mod:`rem.discovery`, ``rem`` by default):
+
+- at the start of each of the first ``discover_rounds`` rounds, before step 2, it ranks D_r with the
+  score on the current model (round 0: the starting model) and adds the best-ranked samples not yet
+  added, at most ``discover_k`` in all (default |D_f|) and only those scoring at least
+  ``discover_threshold`` (if set), to the samples that share D_f's mask (steps 1 and 3, the reference's
+  logits included) and to the removal term of step 3;
+- step 2 (NPO) stays on D_f alone and model selection keeps its proxy on D_f, so a wrongly flagged clean
+  sample costs little: it is fitted through the shared mask and pushed out of θ_o1 in step 3 only,
+  one sample among all of D_tr;
+- the round's record says what was added (``discover_added``, with ``discover_scores``), how many share
+  the mask now (``discover_shared``) and what the score found (``discover_info``, ``discover_wall_s``).
+
+With ``discover_k=0`` nothing is scored and nothing added: the run *is* ``rem`` (same weights, bit for
+bit). The ``rem`` score gets rem-discover's own REM settings (β, p, r, learning rate, batch size, γ,
+seed, ...), so in round 0 it runs exactly REM's step 2 of that round on a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from rem.errors import ConfigError
+from rem.methods.base import Context, register, setting
+from rem.methods.rem import REM, REMConfig
+
+
+@dataclass(frozen=True)
+class REMDiscoverConfig(REMConfig):
+    """REM's settings and the discovery budget."""
+
+    discover_k: int | None = setting(
+        None, "budget: at most this many samples of D_r join D_f's shared mask and removal term (None: |D_f|; 0: none)"
+    )
+    discover_threshold: float | None = setting(
+        None, "only samples scoring at least this join, in the score's units (rem: IQRs over D_r's median)"
+    )
+    discover_score: str = setting("rem", "the discovery score ranking D_r (see `rem discover --help`)")
+    discover_rounds: int = setting(1, "rounds at whose start D_r is ranked again and the budget's rest added (>= 1)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.discover_k is not None and self.discover_k < 0:
+            raise ConfigError(f"rem-discover: discover_k must be >= 0 (or None for |D_f|), got {self.discover_k}")
+        if self.discover_rounds < 1:
+            raise ConfigError(f"rem-discover: discover_rounds must be >= 1, got {self.discover_rounds}")
+        if self.ideal:
+            raise ConfigError("rem-discover: ideal (the oracle's whole D_c) leaves nothing to discover")
+        from rem.discovery.base import score_names
+
+        if self.discover_score not in score_names():
+            raise ConfigError(
+                f"rem-discover: unknown discover_score {self.discover_score!r}; registered: {', '.join(score_names())}"
+            )
+
+
+@register
+class REMDiscover(REM):
+    """REM that adds the best-ranked samples of D_r (a discovery score) to D_f's shared mask and removal term."""
+
+    name = "rem-discover"
+    order = 3
+    config_cls = REMDiscoverConfig
+    summary = "REM + discovery: the top of a discovery ranking of D_r joins D_f's shared mask and removal term"
+    uses = "D_f, D_tr"
+
+    def _scorer(self):
+        from rem.discovery.base import get_score
+
+        cfg: REMDiscoverConfig = self.config
+        cls = type(get_score(cfg.discover_score))
+        own = {f.name for f in fields(cls.config_cls)}
+        return get_score(cfg.discover_score, **{k: getattr(cfg, k) for k in own if hasattr(cfg, k)})
+
+    def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
+        cfg: REMDiscoverConfig = self.config
+        budget = len(forget_idx) if cfg.discover_k is None else cfg.discover_k
+        n_added = int(shared.sum()) - len(forget_idx)
+        if budget == 0 or rnd >= cfg.discover_rounds or n_added >= budget:
+            return {}
+        ranking = self._scorer().rank(
+            model,  # the expanded model: the rem score's reference is REM's own θ_ref in round 0
+            task,
+            forget_idx,
+            Context(device=ctx.device, pretrain_type=ctx.pretrain_type, pretrain_recipe=ctx.pretrain_recipe),
+        )
+        fresh = ~shared.cpu()[ranking.idx]
+        idx, score = ranking.idx[fresh], ranking.score[fresh]
+        take = min(budget - n_added, len(idx))
+        idx, score = idx[:take], score[:take]
+        if cfg.discover_threshold is not None:
+            keep = score >= cfg.discover_threshold
+            idx, score = idx[keep], score[keep]
+        dev_idx = idx.to(shared.device)
+        shared[dev_idx] = True
+        removal[dev_idx] = 1.0
+        return {
+            "discover_added": idx.tolist(),
+            "discover_scores": [round(float(s), 6) for s in score],
+            "discover_shared": int(shared.sum()),
+            "discover_wall_s": ranking.wall_s,
+            "discover_info": ranking.info,
+        }
+
+
+__all__ = ["REMDiscover", "REMDiscoverConfig"]
