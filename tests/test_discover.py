@@ -66,7 +66,7 @@ def test_rem_score_ranks_undiscovered_poison_above_clean(smoke, rate):
     task, model = smoke
     fi = task.forget_idx(rate)
     hidden = _hidden(task, fi)
-    removal_only = discover(model, task, fi, "rem", device="cpu", feature_weight=0).evaluate(hidden)
+    removal_only = rem.discover(model, task, fi, "rem", device="cpu", feature_weight=0).evaluate(hidden)
     full = discover(model, task, fi, "rem", device="cpu").evaluate(hidden)
     baseline = discover(model, task, fi, "loss", device="cpu").evaluate(hidden)
     # REM's removal alone already finds the backdoor; the small-loss trick cannot (poison fits best)
@@ -103,6 +103,10 @@ def test_every_score_ranks_all_of_retain_once_in_order_and_leaves_the_model(name
     r2 = score.rank(model, task, fi, Context())
     assert torch.equal(r1.idx, r2.idx) and torch.equal(r1.score, r2.score)  # deterministic
     assert r1.n_forget == len(fi) and r1.n_train == task.n_train and r1.wall_s >= 0
+    top = r1.top(5, threshold=float(r1.score[1]))
+    assert (
+        torch.equal(r1.top(3), r1.idx[:3]) and 2 <= len(top) <= 5 and bool((r1.score[: len(top)] >= r1.score[1]).all())
+    )
 
 
 def test_registry_and_settings_are_checked():
@@ -157,6 +161,8 @@ def test_a_users_own_model_and_arrays(tiny):
     for name, settings in (("loss", {}), ("features", {}), ("rem", {"max_epochs": 2})):
         r = discover(net, (images, labels), [0, 1, 2], name, device="cpu", **settings)
         assert len(r) == len(labels) - 3 and r.files is None
+    healed, history = rem.unlearn(net, (images, labels), [0, 1, 2], method="rem-discover", discover_k=2, **TINY)
+    assert type(healed) is nn.Sequential and len(history[0]["discover_added"]) == 2
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
 
 

@@ -8,6 +8,8 @@ Python API::
     healed, history = rem.unlearn(model, task, task.forget_idx(0.5), method="rem")  # rem.Unlearned
     print(rem.evaluate(healed, task))  # healed, utility, uxh, ...: shares in [0, 1]
 
+    ranking = rem.discover(model, task, task.forget_idx(0.5))  # D_r, most likely corrupted first
+
     # your own classifier (any nn.Module) on your own images and labels:
     healed, history = rem.unlearn(my_model, (images, labels), found_idx, method="rem")
 
@@ -22,6 +24,7 @@ from rem.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from rem.data.datasets import ImageData, load_dataset, make_generated  # noqa: E402
 from rem.data.tasks import Task, TaskConfig, Trigger, make_task  # noqa: E402
 from rem.data.user import Preprocess, user_task  # noqa: E402  (a user's own data, issue 16)
+from rem.discovery import Ranking, discover  # noqa: E402  (find the undiscovered corruption, issue 17)
 from rem.heal import heal  # noqa: E402
 from rem.methods import REGISTRY as METHODS  # noqa: E402
 from rem.methods import Unlearned, get_method  # noqa: E402
@@ -35,6 +38,7 @@ __all__ = [
     "GenericCapacity",
     "ImageData",
     "Preprocess",
+    "Ranking",
     "Recipe",
     "Task",
     "TaskConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "Unlearned",
     "build_model",
     "check_match",
+    "discover",
     "evaluate",
     "expand",
     "get_method",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from torch import nn
 
 from rem.data.tasks import Task
@@ -25,7 +27,6 @@ def discover(
     targets=None,
     exclude=None,
     device: str | None = "auto",
-    progress: bool = False,
     **settings,
 ) -> Ranking:
     """Rank the retained samples D_r = D_tr \\ D_f by how likely they belong with the corruption.
@@ -43,7 +44,7 @@ def discover(
     if isinstance(data, (Task, UserTask)):
         task = data
     else:
-        if labels is None and not isinstance(data, (tuple, list, dict, str)) and not hasattr(data, "__fspath__"):
+        if labels is None and isinstance(data, (np.ndarray, torch.Tensor)):  # images alone
             raise DataError(
                 "discovery scores need the labels the model was trained with: pass labels=... (one class "
                 "number per image) or (images, labels)"
@@ -63,5 +64,5 @@ def discover(
 
         net = GenericCapacity(model, targets, exclude)  # no branches yet: the model computes as before
         check_logits(net, task, lambda x: net(x, mode="drop"))
-    ctx = Context(device=pick_device(device), progress=progress)
+    ctx = Context(device=pick_device(device))
     return scorer.rank(net, task, forget_idx, ctx)

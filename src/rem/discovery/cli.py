@@ -170,7 +170,7 @@ def cmd_discover(args) -> int:
         model, meta = load_checkpoint(args.checkpoint, dev)
         _, task = _task_from(meta, args.data_dir, not args.no_download)
         forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_index_file(args.forget_file)
-    ranking = discover(model, task, forget_idx, args.score, device=dev, progress=not args.quiet, **settings)
+    ranking = discover(model, task, forget_idx, args.score, device=dev, **settings)
     for p in outs:
         ranking.write(p)
     print(

@@ -14,9 +14,10 @@ produces), then score every sample of D_r by
   their fit with it; the starting loss carries atypicality (the small-loss trick: memorised wrong labels
   fit less well than clean ones). Their sum asks which samples θ_o1 no longer fits once the discovered
   corruption is pushed out, which are exactly those that REM's redirect step would re-teach through
-  their own random masks. Measured on the ``cpu`` profile (``benchmarks/discovery.py``), the loss after
-  beat the rise alone (mean AUROC 0.87 vs 0.84 over three tasks × three rates) and the starting loss
-  (0.54: on the backdoor, poisoned samples are the *best* fitted, AUROC 0.10).
+  their own random masks. On the ``cpu`` profile's starting models the loss after beat the rise alone
+  (mean AUROC 0.87 vs 0.84 over three tasks × three rates, measured while designing it) and the starting
+  loss (0.54: on the backdoor, poisoned samples are the *best* fitted, AUROC 0.10); the table of
+  ``benchmarks/discovery.py`` is in ``docs/results/cpu/discovery.md``.
 - ``contrast``: label-conditional feature similarity of the starting model's penultimate features:
   cos(f, mean of D_f's samples *with the same label as trained*) − cos(f, mean of D_r's samples of that
   label). A sample labelled c that looks like the found corruption labelled c, rather than like the

@@ -15,6 +15,9 @@
 Registered variants: ``rem``; ``rem-ideal`` (oracle: all of D_c shares the mask and is in the removal
 term of step 3; step 2 still uses D_f); ``rem-no-remove`` (no removal term in step 3). Step 2 alone is
 ``npo`` (:mod:`rem.methods.npo`); step 2 itself lives in :mod:`rem.methods.forget`, shared by both.
+``rem-discover`` (:mod:`rem.methods.rem_discover`) grows the shared set through :meth:`REM._grow`, a hook
+called at the start of every round that plain REM leaves empty; step 1 is :func:`expand_step` and
+:func:`reference`, which the ``rem`` discovery score (:mod:`rem.discovery.scores`) runs too.
 
 **Batch norm in each phase** (SPEC §4, as the authors' code runs it): step 2 trains in training mode
 (BN normalises by the D_f batch and updates its running statistics); step 3 runs the masked forward and

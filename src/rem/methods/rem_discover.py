@@ -70,11 +70,11 @@ class REMDiscover(REM):
     uses = "D_f, D_tr"
 
     def _scorer(self):
-        from rem.discovery.base import get_score
+        """The discovery score, with rem-discover's own values of the settings it shares (REM's, the seed)."""
+        from rem.discovery.base import SCORES, get_score
 
         cfg: REMDiscoverConfig = self.config
-        cls = type(get_score(cfg.discover_score))
-        own = {f.name for f in fields(cls.config_cls)}
+        own = {f.name for f in fields(SCORES[cfg.discover_score].config_cls)}
         return get_score(cfg.discover_score, **{k: getattr(cfg, k) for k in own if hasattr(cfg, k)})
 
     def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
