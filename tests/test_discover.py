@@ -229,6 +229,10 @@ def test_rem_discover_settings_are_checked():
     with pytest.raises(ConfigError, match="ideal"):
         get_method("rem-discover", ideal=True)
     assert get_method("rem-discover", discover_k="none").config.discover_k is None
+    from rem.methods import method_label
+
+    rec = {"method": "rem-discover", "method_config": {"discover_k": 40, "discover_score": "spectral"}}
+    assert method_label(rec) == "rem-discover (k=40, spectral)"  # another budget: another row of the report
 
 
 # --- the command line -----------------------------------------------------------------------------

@@ -226,12 +226,17 @@ class REM(Method):
     def label(cls, config: dict) -> str:
         """The name, with a non-default extra capacity or a soft mask, e.g. ``rem (r=0.25)``: cells of
         another expansion ratio are another row of the report's tables and another panel."""
+        tags = cls._tags(config)
+        return f"{cls.name} ({', '.join(tags)})" if tags else cls.name
+
+    @classmethod
+    def _tags(cls, config: dict) -> list[str]:
         tags = []
         if config.get("expand_ratio", 1.0) != 1.0:
             tags.append(f"r={config['expand_ratio']:g}")
         if config.get("soft_mask"):
             tags.append("soft mask")
-        return f"{cls.name} ({', '.join(tags)})" if tags else cls.name
+        return tags
 
     def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
         """Called at the start of every round, before step 2: a variant may add samples to the shared

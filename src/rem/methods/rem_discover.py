@@ -69,6 +69,20 @@ class REMDiscover(REM):
     summary = "REM + discovery: the top of a discovery ranking of D_r joins D_f's shared mask and removal term"
     uses = "D_f, D_tr"
 
+    @classmethod
+    def _tags(cls, config: dict) -> list[str]:
+        """REM's tags, and a non-default budget, threshold, score or number of rounds: ``rem-discover (k=40)``."""
+        tags = super()._tags(config)
+        if config.get("discover_k") is not None:
+            tags.append(f"k={config['discover_k']}")
+        if config.get("discover_threshold") is not None:
+            tags.append(f"threshold={config['discover_threshold']:g}")
+        if config.get("discover_score", "rem") != "rem":
+            tags.append(config["discover_score"])
+        if config.get("discover_rounds", 1) != 1:
+            tags.append(f"{config['discover_rounds']} rounds")
+        return tags
+
     def _scorer(self):
         """The discovery score, with rem-discover's own values of the settings it shares (REM's, the seed)."""
         from rem.discovery.base import SCORES, get_score
