@@ -227,6 +227,20 @@ def test_report_from_records(tmp_path):
     assert "several records" in rep.warning and "several records" in rep.html.read_text()
 
 
+def test_report_is_byte_identical_from_the_same_cells(tmp_path, local_run):
+    """`rem report` twice on the same stored cells writes the same bytes (tables, CSV, HTML, figures)."""
+    from rem.report import build_report
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    build_report(local_run[0], a)
+    time.sleep(1.1)  # a clock in the output would now differ
+    build_report(local_run[0], b)
+    files = sorted(p.name for p in a.iterdir())
+    assert "report.html" in files and files == sorted(p.name for p in b.iterdir())
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
 def test_report_rates_and_collapses(tmp_path):
     """uxh per task and rate, and the collapse rule: < 5 uxh points above the start, or > 10 utility below."""
     from rem.report import build_report

@@ -66,6 +66,12 @@ def html_table(t: Table) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _newest(records: list[dict]) -> str:
+    """When the newest cell finished (UTC): from the records, so the same cells give the same bytes."""
+    t = max((float(r.get("finished_at") or 0.0) for r in records), default=0.0)
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else "(unknown)"
+
+
 def report_html(
     run_dir: Path,
     meta: dict,
@@ -88,7 +94,7 @@ def report_html(
         f"<p>{len(records)} finished cells, {len(failed)} failed; profile <code>{_e(profile.get('name'))}"
         f"</code> ({_e(profile.get('dataset'))}, {_e(profile.get('arch'))}, |D_c| = "
         f"{_e(profile.get('n_corrupt'))}); rem {_e(env.get('rem'))}, torch {_e(env.get('torch'))}, "
-        f"{_e(env.get('device'))}. Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>",
+        f"{_e(env.get('device'))}. Newest cell finished {_newest(records)}.</p>",
         f"<p style='color:#a00'><strong>{html.escape(warning)}</strong></p>" if warning else "",
         "<h2>Summary (Table 1)</h2><p>Mean ± SEM over cells (tasks × discovery rates × seeds), sorted by "
         "uxh = healed × utility / 100.</p>",
