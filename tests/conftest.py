@@ -25,3 +25,12 @@ def make_gen_task(gen_data):
         return make_task(gen_data, TaskConfig(kind=kind, n_corrupt=n_corrupt, seed=seed, **kw))
 
     return _make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; with the cores shared, two threads can be 100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -26,13 +26,7 @@ TINY = {"steps": 3, "batch_size": 32, "max_epochs": 2}
 RECIPE = Recipe(steps=3, batch_size=32, lr=0.05)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; with the cores shared, two threads can be 100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

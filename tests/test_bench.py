@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from rem.bench import Grid, ResultStore, run_grid
 from rem.bench.cli import parse_settings
@@ -35,14 +34,6 @@ def tiny_grid(**kw) -> Grid:
 def _metrics(run_dir) -> dict:
     with ResultStore.in_run_dir(run_dir, create=False) as s:
         return {r["key"]: r["metrics"] for r in s.records()}
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

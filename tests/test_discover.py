@@ -26,12 +26,7 @@ from rem.train import Recipe, pretrain
 TINY = {"steps": 4, "batch_size": 32, "max_epochs": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

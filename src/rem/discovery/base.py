@@ -339,12 +339,9 @@ SCORES: dict[str, type[Score]] = {}
 
 def register_score(cls: type[Score]) -> type[Score]:
     """Class decorator adding a score to the registry; a second score of the same name is refused."""
-    if not cls.name:
-        raise ConfigError(f"{cls.__name__} has no name")
-    if cls.name in SCORES:
-        raise ConfigError(f"a score named {cls.name!r} is already registered ({SCORES[cls.name].__name__})")
-    SCORES[cls.name] = cls
-    return cls
+    from rem.methods.base import add_to_registry
+
+    return add_to_registry(SCORES, cls, "score")
 
 
 def score_names() -> list[str]:

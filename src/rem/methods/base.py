@@ -163,14 +163,20 @@ class Method:
 REGISTRY: dict[str, type[Method]] = {}
 
 
-def register(cls: type[Method]) -> type[Method]:
-    """Class decorator adding a method to the registry; a second method of the same name is refused."""
+def add_to_registry(registry: dict, cls: type, kind: str) -> type:
+    """Add ``cls`` to ``registry`` under its ``name``; a nameless class or a second ``kind`` of the same name
+    is refused (methods here, discovery scores in :mod:`rem.discovery.base`)."""
     if not cls.name:
         raise ConfigError(f"{cls.__name__} has no name")
-    if cls.name in REGISTRY:
-        raise ConfigError(f"a method named {cls.name!r} is already registered ({REGISTRY[cls.name].__name__})")
-    REGISTRY[cls.name] = cls
+    if cls.name in registry:
+        raise ConfigError(f"a {kind} named {cls.name!r} is already registered ({registry[cls.name].__name__})")
+    registry[cls.name] = cls
     return cls
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry; a second method of the same name is refused."""
+    return add_to_registry(REGISTRY, cls, "method")
 
 
 def method_names() -> list[str]:
