@@ -56,8 +56,8 @@ def tune_allocator() -> bool:
     is trimmed only past 2 GiB free, and it grows 1 GiB at a time. Measured on five REM steps of the
     ``cpu`` profile at one thread: minor page faults 299k → 12k, system time 1.36 → 0.06 s, peak RSS
     1,238 → 1,151 MB; whole cells in ``benchmarks/cell_cost.py`` (README). Called by the ``rem`` command
-    and its bench workers at start-up; a no-op (False) where the
-    C library is not glibc, or when ``REM_MALLOC_TUNING=0``.
+    and its bench workers at start-up; a no-op (False) where the C library is not glibc, or when
+    ``REM_MALLOC_TUNING=0``.
     """
     if os.environ.get("REM_MALLOC_TUNING", "1") == "0" or platform.system() != "Linux":
         return False

@@ -18,7 +18,7 @@ import traceback
 
 from rem.bench.cell import StartSpec, ensure_start, run_cell
 from rem.bench.executors.plan import Plan
-from rem.errors import RemError
+from rem.errors import ConfigError, RemError
 
 
 def _pretrain_claimed(plan: Plan, spec: StartSpec, broken: dict[str, str]) -> str:
@@ -65,7 +65,6 @@ def cpu_cores() -> int:
 def resolve_workers(workers: int | str, device, n_cells: int) -> int:
     """The number of worker processes: ``auto`` = one per core on CPU (one on an accelerator), at most
     one per cell to run, at least one."""
-    from rem.errors import ConfigError
     from rem.runtime import pick_device
 
     if workers == "auto":
@@ -117,8 +116,9 @@ def _worker(cells, run_dir, device, data_dir, threads: int, fail_fast: bool, ran
         ran.put(sorted(mine))
 
 
-def _start_workers(plan: Plan, n: int) -> list:
-    """``n - 1`` spawned workers on ``plan``'s cells; this process becomes the n-th (threads split evenly)."""
+def _start_workers(plan: Plan, n: int) -> tuple[list, object]:
+    """``n - 1`` spawned workers on ``plan``'s cells and the queue they report their cells through; this
+    process becomes the n-th (threads split evenly)."""
     from rem.bench.executors.plan import set_threads
 
     threads = max(1, cpu_cores() // n)
