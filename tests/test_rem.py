@@ -257,3 +257,36 @@ def test_forget_bn_frozen_option_keeps_bn_in_inference_mode_in_step_2(smoke, mon
     step2 = [c for c in calls if c[2] and c[0] == "drop" and c[1] <= len(fi)]
     redirect = [c for c in calls if c[2] and c[0] == "mask"]
     assert step2 and all(not c[3] for c in step2) and redirect and all(c[3] for c in redirect)
+
+
+def test_token_partition_on_a_vit_returns_the_original_model_size(smoke):
+    """REM with ``partition='tokens'``: θ_o2 is extra tokens, dropped at the end; ResNet-9 refuses it."""
+    from rem.models.vit import vit
+    from rem.train import Recipe
+
+    p, task, model = smoke
+    torch.manual_seed(0)
+    v = vit(num_classes=10, image_size=16, patch=4, dim=16, depth=1, heads=2, head_dim=8, mlp=16, capacity=0.0)
+    v = pretrain(task, v.spec(), "full", Recipe(steps=3, batch_size=64, lr=1e-3, optimizer="adam"))
+    fi = task.forget_idx(0.5)
+    method = get_method("rem", steps=3, batch_size=128, partition="tokens", lr=1e-3, optimizer="adam")
+    h, history = method.unlearn(v, task, fi, Context())
+    assert param_count(h) == param_count(v) and h.spec() == v.spec() and h.registers == 0
+    assert history and method.label(method.config.as_dict()) == "rem (tokens axis)"
+    with pytest.raises(ConfigError, match="needs a ViT"):
+        get_method("rem", steps=2, partition="tokens").unlearn(model, task, fi, Context())
+    with pytest.raises(ConfigError, match="partition must be"):
+        get_method("rem", partition="heads")
+
+
+def test_partition_setting_at_its_default_leaves_cell_keys_alone():
+    """A setting added after cells were stored (``keyed_when_set``) enters the key only when set."""
+    from rem.bench.grid import Cell
+
+    prof = get_profile("cpu")
+    default = Cell("rem", "capacity-0.5", "poison", 0.5, 0, prof)
+    assert "partition" not in default.method_config()
+    tokens = Cell("rem", "capacity-0.5", "poison", 0.5, 0, prof, (("partition", "tokens"),))
+    assert tokens.method_config()["partition"] == "tokens" and tokens.key != default.key
+    units = Cell("rem", "capacity-0.5", "poison", 0.5, 0, prof, (("partition", "units"),))
+    assert units.key == default.key

@@ -127,3 +127,69 @@ def test_full_size_parameter_count():
     assert 5_000_000 < n < 20_000_000
     assert m.kept == [8, 1536] * 4 and m.to_tokens.proj.weight.shape == (512, 5 * 3 * 8 * 8)
     assert m.pos.shape == (1, 17, 512)
+
+
+# --- the token-axis partition (registers) and D_f's shared mask, both partitions ---------------------
+
+
+def with_registers(m: ViT, n: int, seed: int = 3) -> ViT:
+    return m.with_extra(m.extra, seed=seed, registers=n).eval()
+
+
+@pytest.mark.parametrize("partition", ["units", "tokens"])
+def test_drop_mode_equals_the_unexpanded_model_for_both_partitions(partition):
+    from rem.methods.rem import expand_tokens
+
+    m = tiny()
+    x = images()
+    big = (expand(m, 1.0, seed=3) if partition == "units" else expand_tokens(m, 1.0, seed=3)).eval()
+    if partition == "tokens":
+        assert big.registers == m.n_tokens == 17 and big.extra == m.extra
+        assert big.reg.shape == (1, 17, 32) and param_count(big) == param_count(m) + 17 * 32
+    with torch.no_grad():
+        ref = m(x)
+        torch.testing.assert_close(big(x, mode="drop"), ref, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(big(x, mode="full"), ref, atol=1e-4)
+        small = shrink(big).eval()
+        assert param_count(small) == param_count(m) and not small.has_extra and small.registers == 0
+        torch.testing.assert_close(small(x), ref, atol=1e-5, rtol=1e-5)
+    re = build_model(big.spec())  # the registers travel with the description
+    re.load_state_dict(big.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("partition", ["units", "tokens"])
+def test_d_f_shares_one_mask_for_both_partitions(partition):
+    from rem.models import mask_keys
+
+    m = tiny(capacity=0.5) if partition == "units" else with_registers(tiny(), 17)
+    x = images(1).expand(4, -1, -1, -1)  # one image, four training indices
+    shared = torch.zeros(10, dtype=torch.bool)
+    shared[[2, 7]] = True  # D_f = {2, 7}
+    keys = mask_keys(torch.tensor([2, 7, 3, 5]), shared)
+    with torch.no_grad():
+        out = m(x, mode="mask", keys=keys)
+    torch.testing.assert_close(out[0], out[1])  # both of D_f go through the one shared mask
+    assert not torch.allclose(out[2], out[3], atol=1e-6)  # other samples: each its own mask
+    assert not torch.allclose(out[0], out[2], atol=1e-6)
+
+
+def test_registers_in_mask_mode_reach_only_the_samples_that_keep_them():
+    m = with_registers(tiny(), 5)
+    x = images(2)
+    keep = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    masks = [torch.zeros(2, 0)] * len(m.extra) + [keep]
+    with torch.no_grad():
+        none = m(x, mode="mask", masks=[torch.zeros(2, 0)] * len(m.extra) + [torch.zeros(2, 5)])
+        torch.testing.assert_close(none, m(x, mode="drop"))  # no register kept: the deployed model
+        all_ = m(x, mode="mask", masks=[torch.zeros(2, 0)] * len(m.extra) + [torch.ones(2, 5)])
+        torch.testing.assert_close(all_, m(x, mode="full"))
+    m.train()
+    out = m(x, mode="mask", masks=masks)
+    out[1].sum().backward()  # sample 1 keeps no register: no gradient reaches them
+    assert torch.all(m.reg.grad == 0)
+    m.zero_grad()
+    m(x, mode="mask", masks=masks)[0].sum().backward()  # sample 0 keeps register 0 only
+    assert m.reg.grad[0, 0].abs().sum() > 0 and torch.all(m.reg.grad[0, 1:] == 0)
+    assert m.extra_param_masks()["reg"].all()  # the registers are all θ_o2
+    with pytest.raises(Exception, match="the last one for the registers"):
+        m(x, mode="mask", masks=[torch.zeros(2, 0)] * len(m.extra))

@@ -101,6 +101,22 @@ PROFILES: dict[str, Profile] = {
         pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
         unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0),
     ),
+    "cpu-vit": Profile(
+        "cpu-vit",
+        n_train=8000,
+        n_test=None,
+        image_size=16,
+        arch="vit",
+        # 16×16 images in 4×4 patches: 16 tokens + CLS, as the paper's 32×32 in 8×8 patches
+        arch_kw={"patch": 4, "dim": 128, "depth": 4, "heads": 4, "head_dim": 32, "mlp": 384},
+        n_corrupt=160,
+        crop_pad="reflect",
+        rates=(0.1, 0.5, 1.0),
+        seeds=(0,),
+        pretrain_types=("capacity-0.5",),
+        pretrain=Recipe(steps=2000, batch_size=256, lr=1e-4, optimizer="adam", weight_decay=0.0, horizon=0.0),
+        unlearn=Recipe(steps=100, batch_size=512, lr=2e-5, optimizer="adam", weight_decay=0.0, horizon=0.0, warmup=0.0),
+    ),
     "smoke": Profile(
         "smoke",
         dataset="generated",

@@ -88,7 +88,7 @@ class Cell:
         """The method's full resolved settings (its config dataclass as a dict)."""
         from rem.methods import get_method
 
-        return get_method(self.method, **self.overrides).config.as_dict()
+        return get_method(self.method, **self.overrides).config.key_dict()
 
     def config(self) -> dict:
         """The full resolved configuration; :attr:`key` is its hash."""

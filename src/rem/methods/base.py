@@ -35,9 +35,13 @@ from rem.settings import coerce_fields
 from rem.train import Recipe, make_optimizer
 
 
-def setting(default, help: str):
-    """A config field with its help text (PEFT's ``field(default=..., metadata={"help": ...})``)."""
-    return field(default=default, metadata={"help": help})
+def setting(default, help: str, *, keyed_when_set: bool = False):
+    """A config field with its help text (PEFT's ``field(default=..., metadata={"help": ...})``).
+
+    ``keyed_when_set``: a setting added after cells were stored; at its default it is left out of the
+    record's settings and of the cell key (:meth:`MethodConfig.key_dict`), so those cells keep their keys.
+    """
+    return field(default=default, metadata={"help": help, "keyed_when_set": keyed_when_set})
 
 
 def settings_help(config_cls: type) -> list[tuple[str, str, object, str]]:
@@ -94,6 +98,15 @@ class MethodConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict:
+        """:meth:`as_dict` without the ``keyed_when_set`` settings that are at their default: what a cell's
+        key and record carry (a record without such a setting ran at its default)."""
+        d = self.as_dict()
+        for f in dataclasses.fields(self):
+            if f.metadata.get("keyed_when_set") and d.get(f.name) == f.default:
+                d.pop(f.name)
+        return d
 
 
 class Unlearned(NamedTuple):

@@ -104,6 +104,12 @@ class REMConfig(MethodConfig):
     keep_start: bool = setting(False, "the starting model is a candidate of the selection (authors')")
     track: bool = setting(True, "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked")
     forget_bn_frozen: bool = setting(False, "option (not the authors'): batch norm in inference mode in step 2")
+    partition: str = setting(
+        "units",
+        "what θ_o2 adds: 'units' = channels / heads / MLP units of every partitioned layer; 'tokens' = "
+        "round(r × tokens) extra tokens (ViT only; the authors' token axis, as we read it)",
+        keyed_when_set=True,
+    )
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -116,6 +122,10 @@ class REMConfig(MethodConfig):
             raise ConfigError(f"REM: extra_init must be 'default' or 'pretrained', got {self.extra_init!r}")
         if self.select_on not in ("clean", "augmented"):
             raise ConfigError(f"REM: select_on must be 'clean' or 'augmented', got {self.select_on!r}")
+        if self.partition not in ("units", "tokens"):
+            raise ConfigError(f"REM: partition must be 'units' or 'tokens', got {self.partition!r}")
+        if self.partition == "tokens" and self.extra_init != "default":
+            raise ConfigError("REM: partition='tokens' has no reserved half to emulate; use extra_init='default'")
 
 
 @torch.no_grad()
@@ -157,6 +167,15 @@ def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> N
         m.momentum = momentum
 
 
+def expand_tokens(model: CapacityNet, ratio: float, seed: int = 0) -> CapacityNet:
+    """Step 1 on the token axis: ``round(ratio × tokens)`` (at least 1) extra tokens as θ_o2 (ViT only)."""
+    if getattr(model, "arch", "") != "vit":
+        raise ConfigError(f"REM: partition='tokens' needs a ViT, not a {getattr(model, 'arch', '') or 'generic'} model")
+    if model.has_extra:
+        raise ConfigError("REM: partition='tokens' needs a model without extra units (not an ETD model)")
+    return model.with_extra(model.extra, seed=seed, registers=max(1, round(ratio * model.n_tokens)))
+
+
 def expand_step(model: CapacityNet, task: Task, cfg: REMConfig, ctx: Context) -> CapacityNet:
     """Step 1: θ_o1 expanded by θ_o2 (``cfg.expand_ratio``; an ETD model keeps its own), REM's masks
     (``cfg.p``, ``cfg.soft_mask``), θ_o2 initialised as ``cfg.extra_init`` says, channels-last on the device.
@@ -165,7 +184,10 @@ def expand_step(model: CapacityNet, task: Task, cfg: REMConfig, ctx: Context) ->
     dev = ctx.device
     model.mask_spec = MaskSpec(p=cfg.p, seed=model.mask_spec.seed, soft=cfg.soft_mask)
     was_expanded = model.has_extra
-    model = expand(model, cfg.expand_ratio, seed=cfg.seed).to(dev)  # ETD models keep their own θ_o2
+    if cfg.partition == "tokens":
+        model = expand_tokens(model, cfg.expand_ratio, seed=cfg.seed).to(dev)
+    else:
+        model = expand(model, cfg.expand_ratio, seed=cfg.seed).to(dev)  # ETD models keep their own θ_o2
     if cfg.extra_init == "pretrained" and not was_expanded and ctx.pretrain_recipe is not None:
         _as_reserved(model, ctx.pretrain_recipe, task, dev, cfg.seed)
     return model.to(memory_format=torch.channels_last)
@@ -236,6 +258,8 @@ class REM(Method):
             tags.append(f"r={config['expand_ratio']:g}")
         if config.get("soft_mask"):
             tags.append("soft mask")
+        if config.get("partition", "units") != "units":
+            tags.append(f"{config['partition']} axis")
         return tags
 
     def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:

@@ -68,12 +68,13 @@ class CapacityNet(nn.Module):
         return [m.to(keys.device) for m in self.mask_spec.masks(keys, self.extra)]
 
     # -- partition -------------------------------------------------------------------------------
-    def with_extra(self, extra: Sequence[int], seed: int = 0) -> CapacityNet:
+    def with_extra(self, extra: Sequence[int], seed: int = 0, **spec_kw) -> CapacityNet:
         """A copy with ``extra`` units per group; kept tensors copied, every new weight freshly initialised.
 
         New weights get the framework's default initialisation (SPEC §3), drawn under ``seed``.
+        ``spec_kw`` overrides other entries of the description (the ViT's ``registers``).
         """
-        spec = self.spec()
+        spec = {**self.spec(), **spec_kw}
         spec["extra"] = [int(e) for e in extra]
         from rem.models import build_model  # local import: registry lives in the package
 

@@ -64,13 +64,14 @@ class MaskSpec:
             raise ConfigError(f"mask probability p must be in (0, 1], got {p}")
         self.p, self.seed, self.soft = float(p), int(seed), bool(soft)
 
+    def group_mask(self, keys: torch.Tensor, n: int, group: int) -> torch.Tensor:
+        """The [B, n] float mask of hash group ``group`` for the mask keys of a batch."""
+        u = uniform_hash(keys, n, group, self.seed)
+        return u if self.soft else (u < self.p).to(torch.float32)
+
     def masks(self, keys: torch.Tensor, extra: Sequence[int]) -> list[torch.Tensor]:
         """One [B, extra[g]] float mask per group g for the mask keys of a batch."""
-        out = []
-        for g, n in enumerate(extra):
-            u = uniform_hash(keys, n, g, self.seed)
-            out.append(u if self.soft else (u < self.p).to(torch.float32))
-        return out
+        return [self.group_mask(keys, n, g) for g, n in enumerate(extra)]
 
     def as_dict(self) -> dict:
         return {"p": self.p, "seed": self.seed, "soft": self.soft}

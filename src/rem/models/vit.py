@@ -30,6 +30,19 @@ every partitioned axis (``q``/``k``/``v`` weights are [H·head_dim, dim] with he
 expand / shrink of :mod:`rem.models.base` applies unchanged. In ``drop`` mode extra heads and hidden
 units are multiplied by exactly 0: the network computes the kept-only function and θ_o2 gets zero
 gradient.
+
+**Token-axis partition (an option, ``registers``).** The authors' code split the token axis instead
+(SPEC §3); their ViT is not in their published repository, so this is our reading of it: θ_o2 is a set of
+``registers`` extra *tokens*, learned embeddings appended to the sequence after the CLS and patch tokens
+(no position embedding; leading-slice convention: ``reg`` is [1, registers, dim], empty when there are
+none). ``drop``: the registers are left out of the sequence, so the network is exactly the one without
+them. ``full``: all registers are in every sequence. ``mask``: each register is a key of attention, in
+every block, only for the samples whose mask keeps it (Bernoulli(p) per register, the hash group after
+the unit groups, so D_f's shared mask covers the registers too); a register a sample's mask drops never
+reaches that sample's CLS token and gets no gradient from it. A soft mask scales a register's attention
+weight by its mask value (an additive log-mask). REM chooses the axis with its ``partition`` setting;
+a model without extra units has no registers either (``with_extra`` of all-zero extras removes them,
+which is what ``shrink`` does).
 """
 
 from __future__ import annotations
@@ -91,7 +104,15 @@ class LSAttention(nn.Module):
         # log of the softmax scale, shared by all heads of the block (a scalar, so expansion keeps it)
         self.log_scale = nn.Parameter(torch.tensor(math.log(head_dim**-0.5)))
 
-    def forward(self, x: torch.Tensor, kept: int, mode: str, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kept: int,
+        mode: str,
+        mask: torch.Tensor | None,
+        key_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``key_bias`` ([B, T], 0 or a log-weight, −inf = never attended) restricts the keys per sample."""
         b, t, _ = x.shape
         h, d = self.heads, self.head_dim
 
@@ -102,6 +123,9 @@ class LSAttention(nn.Module):
         k, v = split(self.k(x)), split(self.v(x))
         # diagonal masking: True = may attend; a token never attends to itself
         allowed = ~torch.eye(t, dtype=torch.bool, device=x.device)
+        if key_bias is not None:  # [B, 1, T, T]: the diagonal stays out, each key weighted per sample
+            diag = torch.zeros(t, t, device=x.device, dtype=q.dtype).masked_fill(~allowed, float("-inf"))
+            allowed = (diag + key_bias.to(q.dtype)[:, None, :])[:, None]
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=1.0)  # [B, H, T, d]
         o = gate(o, kept, mode, mask)  # one mask value per head
         return self.out(o.transpose(1, 2).reshape(b, t, h * d))
@@ -132,9 +156,14 @@ class Block(nn.Module):
         self.mlp = MLP(dim, hidden)
 
     def forward(
-        self, x: torch.Tensor, kept: Sequence[int], mode: str, masks: Sequence[torch.Tensor | None]
+        self,
+        x: torch.Tensor,
+        kept: Sequence[int],
+        mode: str,
+        masks: Sequence[torch.Tensor | None],
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), kept[0], mode, masks[0])
+        x = x + self.attn(self.norm1(x), kept[0], mode, masks[0], key_bias)
         return x + self.mlp(self.norm2(x), kept[1], mode, masks[1])
 
 
@@ -155,6 +184,7 @@ class ViT(CapacityNet):
         depth: int = 4,
         head_dim: int = 64,
         in_channels: int = 3,
+        registers: int = 0,
     ) -> None:
         depth = int(depth)
         kept = [8, 1536] * depth if kept is None else list(kept)
@@ -165,15 +195,18 @@ class ViT(CapacityNet):
             )
         if image_size % patch != 0:
             raise ConfigError(f"image_size {image_size} is not a multiple of patch {patch}")
+        if int(registers) < 0:
+            raise ConfigError(f"registers (extra tokens) must be >= 0, got {registers}")
         super().__init__(kept, extra, mask)
         self.num_classes, self.image_size, self.patch = int(num_classes), int(image_size), int(patch)
         self.dim, self.depth, self.head_dim = int(dim), depth, int(head_dim)
-        self.in_channels = int(in_channels)
+        self.in_channels, self.registers = int(in_channels), int(registers)
         widths = [k + e for k, e in zip(self.kept, self.extra)]
         n_tokens = (image_size // patch) ** 2
         self.to_tokens = ShiftedPatchTokens(in_channels, patch, dim)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, n_tokens + 1, dim) * 0.02)
+        self.reg = nn.Parameter(torch.randn(1, self.registers, dim) * 0.02)  # θ_o2 of the token axis
         self.blocks = nn.ModuleList(Block(dim, widths[2 * i], head_dim, widths[2 * i + 1]) for i in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
@@ -187,7 +220,46 @@ class ViT(CapacityNet):
             "depth": self.depth,
             "head_dim": self.head_dim,
             "in_channels": self.in_channels,
+            "registers": self.registers,
         }
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens of the deployed model: the CLS token and the patches."""
+        return self.pos.shape[1]
+
+    @property
+    def has_extra(self) -> bool:
+        return super().has_extra or self.registers > 0
+
+    def with_extra(self, extra: Sequence[int], seed: int = 0, registers: int | None = None) -> ViT:
+        """As :meth:`CapacityNet.with_extra`; ``registers`` extra tokens (default: kept as they are, except
+        that all-zero ``extra`` means the model without any reserve, so no registers either)."""
+        if registers is None:
+            registers = 0 if not any(extra) else self.registers
+        return super().with_extra(extra, seed=seed, registers=int(registers))
+
+    def group_masks(self, mode, keys, masks):
+        if mode == "mask" and masks is not None and len(masks) == len(self.extra) + 1:
+            return super().group_masks(mode, keys, masks[:-1])
+        return super().group_masks(mode, keys, masks)
+
+    def _register_bias(self, mode: str, keys, masks, batch: int, device) -> torch.Tensor | None:
+        """[B, T + registers] additive key bias of the registers' mask (``None``: no restriction)."""
+        if self.registers == 0 or mode != "mask":
+            return None
+        if masks is not None and len(masks) == len(self.extra) + 1:
+            m = masks[-1]
+        elif masks is not None:
+            raise ConfigError(
+                f"mode 'mask' with explicit masks on a ViT with {self.registers} registers needs "
+                f"{len(self.extra) + 1} masks (the last one for the registers), got {len(masks)}"
+            )
+        else:
+            m = self.mask_spec.group_mask(keys, self.registers, len(self.extra))
+        m = m.to(device=device, dtype=torch.float32).expand(batch, -1)
+        bias = torch.where(m > 0, m.clamp_min(1e-30).log(), torch.full_like(m, float("-inf")))
+        return torch.cat([torch.zeros(batch, self.n_tokens, device=device), bias], dim=1)
 
     def features(
         self,
@@ -198,10 +270,14 @@ class ViT(CapacityNet):
     ) -> torch.Tensor:
         """The normalised CLS token, [B, dim]."""
         m = self.group_masks(mode, keys, masks)
+        b = x.shape[0]
+        bias = self._register_bias(mode, keys, masks, b, x.device)
         x = self.to_tokens(x)
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1) + self.pos
+        if self.registers and mode != "drop":  # drop: the registers are not in the sequence at all
+            x = torch.cat([x, self.reg.expand(b, -1, -1).to(x.dtype)], dim=1)
         for i, blk in enumerate(self.blocks):
-            x = blk(x, self.kept[2 * i : 2 * i + 2], mode, m[2 * i : 2 * i + 2])
+            x = blk(x, self.kept[2 * i : 2 * i + 2], mode, m[2 * i : 2 * i + 2], bias)
         return self.norm(x[:, 0])
 
     def forward(
@@ -227,11 +303,13 @@ def vit(
     p: float = 0.2,
     mask_seed: int = 0,
     in_channels: int = 3,
+    registers: int = 0,
 ) -> ViT:
     """The ViT of SPEC §3 with ``heads`` heads and ``mlp`` hidden units per block in total.
 
     ``capacity`` is the share of each block's heads and MLP units reserved as θ_o2 (0: an ordinary
-    network; 0.5 with 8 heads: 4 kept + 4 extra heads, 768 + 768 hidden units).
+    network; 0.5 with 8 heads: 4 kept + 4 extra heads, 768 + 768 hidden units). ``registers``: extra
+    tokens of the token-axis partition (see the module docstring).
     """
     widths = [heads, mlp] * depth
     extra = [round(w * capacity) for w in widths]
@@ -247,4 +325,5 @@ def vit(
         depth=depth,
         head_dim=head_dim,
         in_channels=in_channels,
+        registers=registers,
     )

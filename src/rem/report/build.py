@@ -86,12 +86,14 @@ def settings_match(record: dict, where: dict[str, dict] | None) -> bool:
     method, mc = record.get("method"), record.get("method_config") or {}
     wanted = {**where.get("*", {}), **where.get(method, {})}
     cls = REGISTRY.get(method)
+    fields = {f.name: f for f in dataclasses.fields(cls.config_cls)} if cls is not None else {}
     for key, value in wanted.items():
-        if key not in mc:
+        if key not in mc and not (key in fields and fields[key].metadata.get("keyed_when_set")):
             continue
-        if cls is not None and key in {f.name for f in dataclasses.fields(cls.config_cls)}:
+        if key in fields:
             value = coerce_fields(cls.config_cls, {key: value}, f"method {method!r}")[key]
-        if mc[key] != value:
+        # a keyed_when_set setting absent from the record ran at its default
+        if mc.get(key, fields[key].default if key in fields else None) != value:
             return False
     return True
 
