@@ -193,3 +193,14 @@ def test_registers_in_mask_mode_reach_only_the_samples_that_keep_them():
     assert m.extra_param_masks()["reg"].all()  # the registers are all θ_o2
     with pytest.raises(Exception, match="the last one for the registers"):
         m(x, mode="mask", masks=[torch.zeros(2, 0)] * len(m.extra))
+
+
+def test_cpu_vit_profile_builds_the_paper_token_count_at_16_pixels():
+    from rem.profiles import get_profile
+    from rem.train import pretrain_spec
+
+    p = get_profile("cpu-vit")
+    assert p.arch == "vit" and p.pretrain.optimizer == p.unlearn.optimizer == "adam"
+    m = build_model(pretrain_spec(p.arch_spec(10), "capacity-0.5"))
+    assert m.n_tokens == 17 and m.kept == [2, 192] * 4 and not m.has_extra  # half of 4 heads, 384 units
+    assert m(torch.randn(2, 3, 16, 16)).shape == (2, 10)
