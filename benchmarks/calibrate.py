@@ -1,9 +1,10 @@
 """Calibrate a profile's pretraining: one starting model per task, its cost and what it learned.
 
 A calibration probe (``docs/calibration.md``): pretrain the profile's starting model of each task with
-the profile's recipe, optionally changed (``--steps``, ``--lr``, ``--batch-size``, ``--arch KEY=VALUE``), and print one
-line per model: wall seconds, test accuracy, accuracy on D_c against the corrupted labels and, for
-poison, the attack success rate. Results are shares in [0, 1] in the JSON (``--out``), percent printed.
+the profile's recipe, optionally changed (``--steps``, ``--lr``, ``--batch-size``, ``--horizon``,
+``--arch KEY=VALUE``), and print one line per model: wall seconds, test accuracy, accuracy on D_c
+against the corrupted labels and, for poison, the attack success rate. Results are shares in [0, 1]
+in the JSON (``--out``), percent printed.
 
     OMP_NUM_THREADS=1 REM_DATA_DIR=... python benchmarks/calibrate.py --profile cpu-vit --tasks random
 """
@@ -31,6 +32,9 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, help="pretraining steps (default: the profile's)")
     ap.add_argument("--lr", type=float, help="pretraining learning rate (default: the profile's)")
     ap.add_argument("--batch-size", type=int, help="pretraining batch size (default: the profile's)")
+    ap.add_argument(
+        "--horizon", type=float, help="linear decay to 0 at horizon × steps; 0 = none (default: the profile's)"
+    )
     ap.add_argument("--arch", action="append", default=[], metavar="KEY=VALUE", help="architecture setting")
     ap.add_argument("--ptype", default=None, help="pretraining type (default: the profile's first)")
     ap.add_argument("--seed", type=int, default=0)
@@ -44,7 +48,16 @@ def main(argv=None) -> None:
         arch_kw[k] = float(v) if "." in v else int(v)
     recipe = dataclasses.replace(
         prof.pretrain,
-        **{k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch_size", args.batch_size)) if v is not None},
+        **{
+            k: v
+            for k, v in (
+                ("steps", args.steps),
+                ("lr", args.lr),
+                ("batch_size", args.batch_size),
+                ("horizon", args.horizon),
+            )
+            if v is not None
+        },
     )
     prof = prof.override(arch_kw=arch_kw, pretrain=recipe)
     ptype = args.ptype or prof.pretrain_types[0]
