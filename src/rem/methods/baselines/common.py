@@ -130,8 +130,8 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
 
     - ResNet-9: ``conv1, conv2, res1a, res1b, conv3, res2a, res2b, conv4, fc`` (9 layers; a conv-bn,
       its batch norm included, is one layer).
-    - ViT: the embedding (``to_tokens`` with the ``cls`` token and the position embedding ``pos``),
-      then each transformer block ``blocks.i``, then the head (the final ``norm`` with ``head``).
+    - ViT: the embedding (``to_tokens`` with the ``cls`` token, the position embedding ``pos`` and the
+      token-axis registers ``reg``), then each transformer block ``blocks.i``, then the head (``norm``, ``head``).
     - Any other model: its top-level children that hold parameters, a ``ModuleList`` counting one
       layer per item, in registration order.
     """
@@ -141,7 +141,11 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
     if arch == "resnet9":
         return [[n] for n in ("conv1", "conv2", "res1a", "res1b", "conv3", "res2a", "res2b", "conv4", "fc")]
     if arch == "vit":
-        return [["to_tokens", "cls", "pos"]] + [[f"blocks.{i}"] for i in range(len(model.blocks))] + [["norm", "head"]]
+        return (
+            [["to_tokens", "cls", "pos", "reg"]]
+            + [[f"blocks.{i}"] for i in range(len(model.blocks))]
+            + [["norm", "head"]]
+        )
     out: list[list[str]] = []
     for name, child in model.named_children():
         if isinstance(child, nn.ModuleList):
