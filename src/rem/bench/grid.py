@@ -85,7 +85,8 @@ class Cell:
         return self.profile.task_config(self.task, self.seed)
 
     def method_config(self) -> dict:
-        """The method's full resolved settings (its config dataclass as a dict)."""
+        """The method's resolved settings (:meth:`~rem.methods.base.MethodConfig.key_dict`: its config as a
+        dict, less the ``keyed_when_set`` settings left at their default)."""
         from rem.methods import get_method
 
         return get_method(self.method, **self.overrides).config.key_dict()

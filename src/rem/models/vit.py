@@ -239,24 +239,23 @@ class ViT(CapacityNet):
             registers = 0 if not any(extra) else self.registers
         return super().with_extra(extra, seed=seed, registers=int(registers))
 
-    def group_masks(self, mode, keys, masks):
-        if mode == "mask" and masks is not None and len(masks) == len(self.extra) + 1:
-            return super().group_masks(mode, keys, masks[:-1])
-        return super().group_masks(mode, keys, masks)
-
-    def _register_bias(self, mode: str, keys, masks, batch: int, device) -> torch.Tensor | None:
-        """[B, T + registers] additive key bias of the registers' mask (``None``: no restriction)."""
-        if self.registers == 0 or mode != "mask":
-            return None
-        if masks is not None and len(masks) == len(self.extra) + 1:
-            m = masks[-1]
-        elif masks is not None:
+    def _split_masks(self, mode: str, masks):
+        """``(masks of the unit groups, the registers' mask or None)``: with registers in ``mask`` mode,
+        explicit ``masks`` carry one more entry, the registers' mask, last."""
+        if self.registers == 0 or mode != "mask" or masks is None:
+            return masks, None
+        if len(masks) != len(self.extra) + 1:
             raise ConfigError(
                 f"mode 'mask' with explicit masks on a ViT with {self.registers} registers needs "
                 f"{len(self.extra) + 1} masks (the last one for the registers), got {len(masks)}"
             )
-        else:
-            m = self.mask_spec.group_mask(keys, self.registers, len(self.extra))
+        return masks[:-1], masks[-1]
+
+    def _register_bias(self, mode: str, keys, reg_mask, batch: int, device) -> torch.Tensor | None:
+        """[B, T + registers] additive key bias of the registers' mask (``None``: no restriction)."""
+        if self.registers == 0 or mode != "mask":
+            return None
+        m = self.mask_spec.group_mask(keys, self.registers, len(self.extra)) if reg_mask is None else reg_mask
         m = m.to(device=device, dtype=torch.float32).expand(batch, -1)
         bias = torch.where(m > 0, m.clamp_min(1e-30).log(), torch.full_like(m, float("-inf")))
         return torch.cat([torch.zeros(batch, self.n_tokens, device=device), bias], dim=1)
@@ -269,9 +268,10 @@ class ViT(CapacityNet):
         masks: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The normalised CLS token, [B, dim]."""
-        m = self.group_masks(mode, keys, masks)
+        masks, reg_mask = self._split_masks(mode, masks)
+        m = self.group_masks(mode, keys, masks)  # checks the keys too
         b = x.shape[0]
-        bias = self._register_bias(mode, keys, masks, b, x.device)
+        bias = self._register_bias(mode, keys, reg_mask, b, x.device)
         x = self.to_tokens(x)
         x = torch.cat([self.cls.expand(b, -1, -1), x], dim=1) + self.pos
         if self.registers and mode != "drop":  # drop: the registers are not in the sequence at all
