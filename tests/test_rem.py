@@ -273,9 +273,16 @@ def test_token_partition_on_a_vit_returns_the_original_model_size(smoke):
     h, history = method.unlearn(v, task, fi, Context())
     assert param_count(h) == param_count(v) and h.spec() == v.spec() and h.registers == 0
     assert history and method.label(method.config.as_dict()) == "rem (tokens axis)"
+    # the default ('auto') on a ViT is the token axis: the same run, to the bit
+    h_auto, _ = get_method("rem", steps=3, batch_size=128, lr=1e-3, optimizer="adam").unlearn(v, task, fi, Context())
+    assert all(torch.equal(a, b) for a, b in zip(h.state_dict().values(), h_auto.state_dict().values()))
+    h_units, _ = get_method("rem", steps=3, batch_size=128, partition="units", lr=1e-3, optimizer="adam").unlearn(
+        v, task, fi, Context()
+    )
+    assert not all(torch.equal(a, b) for a, b in zip(h.state_dict().values(), h_units.state_dict().values()))
     with pytest.raises(ConfigError, match="needs a ViT"):
         get_method("rem", steps=2, partition="tokens").unlearn(model, task, fi, Context())
-    with pytest.raises(ConfigError, match="partition must be"):
+    with pytest.raises(ConfigError, match="partition must be 'auto'"):
         get_method("rem", partition="heads")
 
 
@@ -290,3 +297,35 @@ def test_partition_setting_at_its_default_leaves_cell_keys_alone():
     assert tokens.method_config()["partition"] == "tokens" and tokens.key != default.key
     units = Cell("rem", "capacity-0.5", "poison", 0.5, 0, prof, (("partition", "units"),))
     assert units.key == default.key
+
+
+def test_partition_auto_is_tokens_on_a_vit_and_units_elsewhere():
+    """``partition='auto'`` (the default) resolves per architecture before keying: a ViT cell at the default
+    *is* the explicit tokens cell, an explicit units ViT cell keeps the key of cells stored before the
+    setting existed, and a ResNet-9 cell is unchanged."""
+    from rem.bench.grid import Cell
+
+    cfg = get_method("rem").config
+    assert cfg.partition == "auto"
+    assert cfg.for_arch("vit").partition == "tokens"
+    assert cfg.for_arch("resnet9").partition == "units" and cfg.for_arch("").partition == "units"
+    assert get_method("rem", extra_init="pretrained").config.for_arch("vit").partition == "units"
+    assert get_method("rem", partition="units").config.for_arch("vit").partition == "units"
+
+    vit = get_profile("cpu-vit")
+    default = Cell("rem", "capacity-0.5", "poison", 0.5, 0, vit)
+    tokens = Cell("rem", "capacity-0.5", "poison", 0.5, 0, vit, (("partition", "tokens"),))
+    units = Cell("rem", "capacity-0.5", "poison", 0.5, 0, vit, (("partition", "units"),))
+    assert default.method_config()["partition"] == "tokens" and default.key == tokens.key
+    assert "partition" not in units.method_config() and units.key != default.key
+    ideal = Cell("rem-ideal", "capacity-0.5", "poison", 0.5, 0, vit)
+    assert ideal.method_config()["partition"] == "tokens"
+
+
+def test_report_filter_reads_a_record_without_partition_as_units():
+    from rem.report.build import settings_match
+
+    old = {"method": "rem", "method_config": {"beta": 1.0}}
+    assert settings_match(old, {"rem": {"partition": "units"}})
+    assert not settings_match(old, {"rem": {"partition": "tokens"}})
+    assert settings_match({"method": "rem", "method_config": {"partition": "tokens"}}, {"*": {"partition": "tokens"}})

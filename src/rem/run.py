@@ -121,7 +121,7 @@ def unlearn_and_record(
         "start_key": cell.start_key,
         "start_metrics": start_meta.get("metrics"),
         "config": cell.config(),
-        "method_config": method.config.as_dict(),
+        "method_config": method.config.for_arch(cell.profile.arch).as_dict(),
         "wall_s": m.wall_s,
         "peak_mem_mb": m.peak_mem_mb,
         "mem_kind": m.mem_kind,

@@ -85,11 +85,12 @@ class Cell:
         return self.profile.task_config(self.task, self.seed)
 
     def method_config(self) -> dict:
-        """The method's resolved settings (:meth:`~rem.methods.base.MethodConfig.key_dict`: its config as a
-        dict, less the ``keyed_when_set`` settings left at their default)."""
+        """The method's resolved settings (:meth:`~rem.methods.base.MethodConfig.key_dict`: its config for the
+        profile's architecture (:meth:`~rem.methods.base.MethodConfig.for_arch`) as a dict, less the
+        ``keyed_when_set`` settings at the value cells stored before them ran at)."""
         from rem.methods import get_method
 
-        return get_method(self.method, **self.overrides).config.key_dict()
+        return get_method(self.method, **self.overrides).config.for_arch(self.profile.arch).key_dict()
 
     def config(self) -> dict:
         """The full resolved configuration; :attr:`key` is its hash."""

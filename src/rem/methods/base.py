@@ -34,14 +34,24 @@ from rem.models import CapacityNet
 from rem.settings import coerce_fields
 from rem.train import Recipe, make_optimizer
 
+_UNSET = object()
 
-def setting(default, help: str, *, keyed_when_set: bool = False):
+
+def setting(default, help: str, *, keyed_when_set: bool = False, absent=_UNSET):
     """A config field with its help text (PEFT's ``field(default=..., metadata={"help": ...})``).
 
-    ``keyed_when_set``: a setting added after cells were stored; at its default it is left out of the
-    record's settings and of the cell key (:meth:`MethodConfig.key_dict`), so those cells keep their keys.
+    ``keyed_when_set``: a setting added after cells were stored; at the value those cells ran at
+    (``absent``, by default the setting's default) it is left out of the record's settings and of the cell
+    key (:meth:`MethodConfig.key_dict`), so those cells keep their keys. ``absent`` differs from the default
+    when the default is resolved later (e.g. ``"auto"``, per architecture: :meth:`MethodConfig.for_arch`).
     """
-    return field(default=default, metadata={"help": help, "keyed_when_set": keyed_when_set})
+    meta = {"help": help, "keyed_when_set": keyed_when_set, "absent": default if absent is _UNSET else absent}
+    return field(default=default, metadata=meta)
+
+
+def absent_value(f: dataclasses.Field):
+    """The value a record without the ``keyed_when_set`` setting ``f`` ran at."""
+    return f.metadata.get("absent", f.default)
 
 
 def settings_help(config_cls: type) -> list[tuple[str, str, object, str]]:
@@ -99,12 +109,17 @@ class MethodConfig:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def for_arch(self, arch: str) -> MethodConfig:
+        """This config with its per-architecture (``"auto"``) settings resolved for ``arch`` (``"resnet9"``,
+        ``"vit"``, or ``""`` for a user's model); a method without such settings returns itself."""
+        return self
+
     def key_dict(self) -> dict:
-        """:meth:`as_dict` without the ``keyed_when_set`` settings that are at their default: what a cell's
-        key and record carry (a record without such a setting ran at its default)."""
+        """:meth:`as_dict` without the ``keyed_when_set`` settings at their :func:`absent_value`: what a
+        cell's key and record carry (a record without such a setting ran at that value)."""
         d = self.as_dict()
         for f in dataclasses.fields(self):
-            if f.metadata.get("keyed_when_set") and d.get(f.name) == f.default:
+            if f.metadata.get("keyed_when_set") and d.get(f.name) == absent_value(f):
                 d.pop(f.name)
         return d
 

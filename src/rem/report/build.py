@@ -79,6 +79,7 @@ def settings_match(record: dict, where: dict[str, dict] | None) -> bool:
     """Whether ``record``'s method settings have the values of ``where`` (``{"*" or method: {key: value}}``,
     each value parsed by the method's field type); a setting the method does not have is no obstacle."""
     from rem.methods import REGISTRY
+    from rem.methods.base import absent_value
     from rem.settings import coerce_fields
 
     if not where:
@@ -92,8 +93,8 @@ def settings_match(record: dict, where: dict[str, dict] | None) -> bool:
             continue
         if key in fields:
             value = coerce_fields(cls.config_cls, {key: value}, f"method {method!r}")[key]
-        # a keyed_when_set setting absent from the record ran at its default
-        if mc.get(key, fields[key].default if key in fields else None) != value:
+        # a keyed_when_set setting absent from the record ran at its absent_value
+        if mc.get(key, absent_value(fields[key]) if key in fields else None) != value:
             return False
     return True
 
