@@ -10,6 +10,7 @@ uxh, healed, utility, ASR, unlearning wall time. Each finished row is appended t
 lines, metrics as shares like every rem record), and a rerun skips the rows already there.
 
     python benchmarks/generic_vs_native.py --profile cpu --run-dir runs/cpu [--tasks poison,interclass,random]
+        [--capacities native,generic] [--branch-init zero|default]
         [--rate 0.5] [--pretrain-type capacity-0.5] [--out runs/cpu/generic_vs_native.jsonl]
 
 The ``cpu`` profile's starting models are ``capacity-0.5`` ResNet-9s: block outputs at half width, the
@@ -44,6 +45,13 @@ def main() -> None:
     ap.add_argument("--pretrain-type", default="capacity-0.5", choices=["capacity-0.5", "full"])
     ap.add_argument("--expand-ratio", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--branch-init",
+        default="zero",
+        choices=["zero", "default"],
+        help="the generic branches' up projection: zero (LoRA's B, the default) or default-initialised",
+    )
+    ap.add_argument("--capacities", default="native,generic", help="which of native,generic to run")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None, help="JSON-lines file of the rows (default RUN/generic_vs_native.jsonl)")
@@ -58,7 +66,7 @@ def main() -> None:
     if out.is_file():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done[(r.get("start_key"), r["rate"], r["capacity"], r["expand_ratio"])] = r
+            done[(r.get("start_key"), r["rate"], r["capacity"], r["expand_ratio"], r.get("branch_init", "zero"))] = r
     overrides = method_settings("rem", profile, args.seed, None, shortcut_settings(expand_ratio=args.expand_ratio))
     rows = []
     for kind in [t for t in args.tasks.split(",") if t]:
@@ -67,15 +75,25 @@ def main() -> None:
         model, _ = load_checkpoint(spec.path(args.run_dir), dev)
         task = make_cell_task(spec, args.data_dir)
         fi = task.forget_idx(args.rate)
-        for capacity in ("native", "generic"):
-            key = (spec.key, args.rate, capacity, args.expand_ratio)
+        for capacity in [c for c in args.capacities.split(",") if c]:
+            binit = args.branch_init if capacity == "generic" else "zero"
+            key = (spec.key, args.rate, capacity, args.expand_ratio, binit)
             if key in done:
                 rows.append(done[key])
                 continue
-            print(f"{kind}: REM {capacity} ...", flush=True)
+            print(f"{kind}: REM {capacity} (branch init {binit}) ...", flush=True)
             with measure(dev) as m:
+                extra = {"branch_init": binit} if capacity == "generic" else {}
                 healed, history = rem.unlearn(
-                    model, task, fi, "rem", device=dev, pretrain_type=args.pretrain_type, capacity=capacity, **overrides
+                    model,
+                    task,
+                    fi,
+                    "rem",
+                    device=dev,
+                    pretrain_type=args.pretrain_type,
+                    capacity=capacity,
+                    **extra,
+                    **overrides,
                 )
             met = evaluate(healed, task, fi, device=dev)
             row = {
@@ -87,6 +105,7 @@ def main() -> None:
                 "seed": args.seed,
                 "capacity": capacity,
                 "expand_ratio": args.expand_ratio,
+                "branch_init": binit,
                 "metrics": met,
                 "start_metrics": start_rec["metrics"],
                 "wall_s": m.wall_s,
@@ -111,8 +130,10 @@ def main() -> None:
                 f"{s.get('asr', float('nan')):.1f} | – |".replace("nan", "–")
             )
         m = percent_metrics(r["metrics"])
+        binit = r.get("branch_init", "zero")
+        name = r["capacity"] + (f" (up init {binit})" if binit != "zero" else "")
         print(
-            f"| {r['task']} | {r['capacity']} | {m['uxh']:.1f} | {m['healed']:.1f} | {m['utility']:.1f} | "
+            f"| {r['task']} | {name} | {m['uxh']:.1f} | {m['healed']:.1f} | {m['utility']:.1f} | "
             f"{m.get('asr', float('nan')):.1f} | {r['wall_s']:.0f} |".replace("nan", "–")
         )
 

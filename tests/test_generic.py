@@ -117,6 +117,24 @@ def test_drop_mode_is_the_original_and_shrink_gives_the_users_class(arch):
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_up_init_default_keeps_drop_mode_exact_and_starts_the_branches_live(arch):
+    """``up_init="default"`` (as the built-in expansion's new channels): drop mode is still the user's model,
+    the masked path differs from the start, and the option survives a re-expansion; a bad value is refused."""
+    model = _build(arch).eval()
+    x, keys = torch.randn(6, 3, 16, 16), torch.arange(6)
+    ref = model(x)
+    wrapped = expand(GenericCapacity(copy.deepcopy(model), up_init="default"), 0.5, seed=3).eval()
+    assert all(b.up.weight.abs().sum() > 0 for b in wrapped.branches.values())
+    assert (wrapped(x, mode="drop") - ref).abs().max().item() <= 1e-5
+    assert (wrapped(x, mode="full") - ref).abs().max().item() > 1e-4
+    assert wrapped.with_extra(wrapped.extra).up_init == "default"
+    back = shrink(wrapped).unwrap()
+    _build(arch, seed=7).load_state_dict(back.state_dict(), strict=True)
+    with pytest.raises(ConfigError, match="up_init"):
+        GenericCapacity(copy.deepcopy(model), up_init="small")
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_masked_path_differs_once_branches_move_and_gradients_reach_them(arch):
     model = _build(arch).eval()
     wrapped = expand(GenericCapacity(model), 1.0).eval()

@@ -95,6 +95,7 @@ def heal(
     targets=None,
     exclude=None,
     branch_act: str = "relu",
+    branch_init: str = "zero",
     capacity: str = "auto",
     device: str | torch.device | None = "auto",
     pretrain_type: str | None = None,
@@ -107,7 +108,9 @@ def heal(
 
     ``data``: see :func:`rem.data.user.user_task` (with ``labels``, ``num_classes``, ``preprocess``), or
     a benchmark :class:`Task`. ``targets`` / ``exclude``: the layers that get REM's branches (see
-    :func:`rem.models.generic.select_targets`); ``branch_act``: the branches' activation.
+    :func:`rem.models.generic.select_targets`); ``branch_act``: the branches' activation;
+    ``branch_init``: their ``up`` projection's initialisation, ``"zero"`` (the original function in every
+    mode until trained) or ``"default"`` (:mod:`rem.models.generic`).
     ``capacity``: ``auto`` (rem's own models expand their channels, any other model gets branches),
     ``generic`` (branches on any model, rem's own included) or ``native``. ``overrides``: fields of the
     method's config (``steps``, ``lr``, ``expand_ratio``, ...), each parsed by its field's type
@@ -136,7 +139,9 @@ def heal(
         net = model
         ptype = pretrain_type or ("etd" if model.has_extra else "capacity-0.5")
     else:
-        net = GenericCapacity(model, targets, exclude, act=branch_act)  # no branches yet: model untouched
+        net = GenericCapacity(
+            model, targets, exclude, act=branch_act, up_init=branch_init
+        )  # no branches yet: model untouched
         ptype = "full"  # an ordinary network: baselines train it in drop mode (= the user's forward)
     if isinstance(task, UserTask):
         check_logits(net, task, None if native else (lambda x: net(x, mode="drop")))

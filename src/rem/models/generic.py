@@ -12,9 +12,13 @@ type or by name pattern, like PEFT's ``target_modules``) and attaches to each a 
 - ``g`` is the per-sample gate of the ``w`` hidden units: 0 in ``drop`` mode, the sample's mask in
   ``mask`` mode (:class:`rem.models.capacity.MaskSpec`, the same hashing as the built-in models, one
   mask group per branch, all of D_f on the shared key), 1 in ``full`` mode;
-- ``up`` (a 1×1 conv or a Linear, no bias) is initialised to **zero**, as LoRA's B: with θ_o2 never
-  trained every mode computes the original function, while ``down`` gets the default initialisation
-  so that gradients reach ``up`` at once (and ``down`` once ``up`` moves).
+- ``up`` (a 1×1 conv or a Linear, no bias) is initialised to **zero** by default, as LoRA's B: with θ_o2
+  never trained every mode computes the original function, while ``down`` gets the default
+  initialisation so that gradients reach ``up`` at once (and ``down`` once ``up`` moves).
+  ``up_init="default"`` gives ``up`` the framework's default initialisation instead, as the built-in
+  expansion gives its new channels: ``drop`` mode is still exactly the original function, but the
+  ``mask`` / ``full`` outputs differ from the start (measured against zero in the README, "REM on any
+  model").
 
 The branches are attached with forward hooks, never by replacing modules: the user's module keeps its
 structure and its ``state_dict`` keys (the wrapper's keys are ``model.<original key>`` and
@@ -51,6 +55,7 @@ from rem.models.capacity import MaskSpec, validate_mode
 
 TARGET_TYPES = (nn.Conv2d, nn.Linear)
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "identity": nn.Identity}
+UP_INITS = ("zero", "default")
 
 
 def _out_units(layer: nn.Module) -> int:
@@ -118,8 +123,10 @@ def select_targets(model: nn.Module, targets=None, exclude=None) -> list[str]:
 class Branch(nn.Module):
     """The side branch of one target layer; its :meth:`hook` adds ``up(g ⊙ act(down(x)))`` to the output."""
 
-    def __init__(self, layer: nn.Module, width: int, act: str = "relu") -> None:
+    def __init__(self, layer: nn.Module, width: int, act: str = "relu", up_init: str = "zero") -> None:
         super().__init__()
+        if up_init not in UP_INITS:
+            raise ConfigError(f"unknown branch up_init {up_init!r}; expected one of {list(UP_INITS)}")
         if width < 1:
             raise ConfigError(f"a branch needs at least one unit, got width {width}")
         if isinstance(layer, nn.Conv2d):
@@ -141,7 +148,8 @@ class Branch(nn.Module):
         if act not in ACTIVATIONS:
             raise ConfigError(f"unknown branch activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
         self.act = ACTIVATIONS[act]()
-        nn.init.zeros_(self.up.weight)  # LoRA-style: the branch adds exactly 0 until trained
+        if up_init == "zero":
+            nn.init.zeros_(self.up.weight)  # LoRA-style: the branch adds exactly 0 until trained
         self.width = width
         self.conv = isinstance(layer, nn.Conv2d)
         self._mode: str = "drop"
@@ -180,7 +188,8 @@ class GenericCapacity(CapacityNet):
 
     ``targets`` / ``exclude``: which layers get a branch (:func:`select_targets`). ``extra``: each
     branch's width (None: no branches yet; :func:`rem.models.expand` adds ``round(r · out_units)``).
-    ``act``: the branch's hidden activation. ``seed``: the branches' initialisation. The wrapper takes
+    ``act``: the branch's hidden activation. ``up_init``: ``"zero"`` or ``"default"`` (module docstring).
+    ``seed``: the branches' initialisation. The wrapper takes
     ``model`` as it is (no copy): wrap a copy if the original must stay free of hooks.
     """
 
@@ -195,6 +204,7 @@ class GenericCapacity(CapacityNet):
         mask: MaskSpec | None = None,
         act: str = "relu",
         seed: int = 0,
+        up_init: str = "zero",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
@@ -207,9 +217,12 @@ class GenericCapacity(CapacityNet):
         super().__init__(kept, extra, mask)
         if act not in ACTIVATIONS:
             raise ConfigError(f"unknown branch activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+        if up_init not in UP_INITS:
+            raise ConfigError(f"unknown branch up_init {up_init!r}; expected one of {list(UP_INITS)}")
         self.model = model
         self.target_names = names
         self.act_name = act
+        self.up_init = up_init
         self.branches = nn.ModuleDict()
         self._checked = False
         _remove_hooks(model)
@@ -219,7 +232,7 @@ class GenericCapacity(CapacityNet):
                 if e > 0:
                     layer = mods[n]
                     ref = next(layer.parameters())
-                    self.branches[str(i)] = Branch(layer, e, act).to(device=ref.device, dtype=ref.dtype)
+                    self.branches[str(i)] = Branch(layer, e, act, up_init).to(device=ref.device, dtype=ref.dtype)
         for i, n in enumerate(names):
             if str(i) in self.branches:
                 mods[n].register_forward_hook(self.branches[str(i)].hook)
@@ -264,7 +277,7 @@ class GenericCapacity(CapacityNet):
     # -- partition -------------------------------------------------------------------------------
     def with_extra(self, extra: Sequence[int], seed: int = 0) -> GenericCapacity:
         """A copy with branches of widths ``extra`` (0: none): existing branch weights are copied into the
-        leading slices, new ones get a fresh initialisation under ``seed`` (``up`` stays zero there)."""
+        leading slices, new ones get a fresh initialisation under ``seed`` (``up`` as ``up_init`` says)."""
         if len(extra) != len(self.target_names):
             raise ConfigError(f"expected {len(self.target_names)} branch widths, got {len(extra)}")
         new = GenericCapacity(
@@ -274,6 +287,7 @@ class GenericCapacity(CapacityNet):
             mask=MaskSpec(**self.mask_spec.as_dict()),
             act=self.act_name,
             seed=seed,
+            up_init=self.up_init,
         )
         with torch.no_grad():
             for key, b in new.branches.items():
@@ -339,11 +353,12 @@ def wrap(
     act: str = "relu",
     mask: MaskSpec | None = None,
     seed: int = 0,
+    up_init: str = "zero",
 ) -> GenericCapacity:
     """Wrap a deep copy of ``model``; with ``ratio`` > 0, branches of width ``round(ratio · out_units)``."""
     from rem.models.capacity import extra_sizes
 
-    w = GenericCapacity(copy.deepcopy(model), targets, exclude, mask=mask, act=act)
+    w = GenericCapacity(copy.deepcopy(model), targets, exclude, mask=mask, act=act, up_init=up_init)
     return w if ratio == 0 else w.with_extra(extra_sizes(w.kept, ratio), seed=seed)
 
 

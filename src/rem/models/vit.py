@@ -40,7 +40,8 @@ them. ``full``: all registers are in every sequence. ``mask``: each register is 
 every block, only for the samples whose mask keeps it (Bernoulli(p) per register, the hash group after
 the unit groups, so D_f's shared mask covers the registers too); a register a sample's mask drops never
 reaches that sample's CLS token and gets no gradient from it. A soft mask scales a register's attention
-weight by its mask value (an additive log-mask). REM chooses the axis with its ``partition`` setting;
+weight by its mask value (an additive log-mask). REM chooses the axis with its ``partition`` setting
+(default ``auto``: the token axis on a ViT, measured better than the unit partition on the `cpu-vit` grid);
 a model without extra units has no registers either (``with_extra`` of all-zero extras removes them,
 which is what ``shrink`` does).
 """
