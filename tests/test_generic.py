@@ -121,7 +121,7 @@ def test_up_init_default_keeps_drop_mode_exact_and_starts_the_branches_live(arch
     """``up_init="default"`` (as the built-in expansion's new channels): drop mode is still the user's model,
     the masked path differs from the start, and the option survives a re-expansion; a bad value is refused."""
     model = _build(arch).eval()
-    x, keys = torch.randn(6, 3, 16, 16), torch.arange(6)
+    x = torch.randn(6, 3, 16, 16)
     ref = model(x)
     wrapped = expand(GenericCapacity(copy.deepcopy(model), up_init="default"), 0.5, seed=3).eval()
     assert all(b.up.weight.abs().sum() > 0 for b in wrapped.branches.values())
