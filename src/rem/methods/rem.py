@@ -277,7 +277,7 @@ class REM(Method):
             tags.append(f"r={config['expand_ratio']:g}")
         if config.get("soft_mask"):
             tags.append("soft mask")
-        if config.get("partition", "units") != "units":
+        if config.get("partition", "units") not in ("units", "auto"):
             tags.append(f"{config['partition']} axis")
         return tags
 
