@@ -52,6 +52,7 @@ def main() -> None:
         help="the generic branches' up projection: zero (LoRA's B, the default) or default-initialised",
     )
     ap.add_argument("--capacities", default="native,generic", help="which of native,generic to run")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a REM setting, repeatable")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None, help="JSON-lines file of the rows (default RUN/generic_vs_native.jsonl)")
@@ -66,8 +67,12 @@ def main() -> None:
     if out.is_file():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done[(r.get("start_key"), r["rate"], r["capacity"], r["expand_ratio"], r.get("branch_init", "zero"))] = r
-    overrides = method_settings("rem", profile, args.seed, None, shortcut_settings(expand_ratio=args.expand_ratio))
+            key = (r.get("start_key"), r["rate"], r["capacity"], r["expand_ratio"], r.get("branch_init", "zero"))
+            done[key + (json.dumps(r.get("sets", {}), sort_keys=True),)] = r
+    sets = dict(kv.split("=", 1) for kv in args.set)
+    overrides = method_settings(
+        "rem", profile, args.seed, {"rem": sets}, shortcut_settings(expand_ratio=args.expand_ratio)
+    )
     rows = []
     for kind in [t for t in args.tasks.split(",") if t]:
         spec = StartSpec(profile, args.pretrain_type, kind, args.seed)
@@ -77,7 +82,7 @@ def main() -> None:
         fi = task.forget_idx(args.rate)
         for capacity in [c for c in args.capacities.split(",") if c]:
             binit = args.branch_init if capacity == "generic" else "zero"
-            key = (spec.key, args.rate, capacity, args.expand_ratio, binit)
+            key = (spec.key, args.rate, capacity, args.expand_ratio, binit, json.dumps(sets, sort_keys=True))
             if key in done:
                 rows.append(done[key])
                 continue
@@ -106,6 +111,7 @@ def main() -> None:
                 "capacity": capacity,
                 "expand_ratio": args.expand_ratio,
                 "branch_init": binit,
+                "sets": sets,
                 "metrics": met,
                 "start_metrics": start_rec["metrics"],
                 "wall_s": m.wall_s,
