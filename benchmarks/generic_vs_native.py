@@ -88,7 +88,6 @@ def main() -> None:
                 continue
             print(f"{kind}: REM {capacity} (branch init {binit}) ...", flush=True)
             with measure(dev) as m:
-                extra = {"branch_init": binit} if capacity == "generic" else {}
                 healed, history = rem.unlearn(
                     model,
                     task,
@@ -97,7 +96,7 @@ def main() -> None:
                     device=dev,
                     pretrain_type=args.pretrain_type,
                     capacity=capacity,
-                    **extra,
+                    branch_init=binit,  # only the generic path has branches
                     **overrides,
                 )
             met = evaluate(healed, task, fi, device=dev)

@@ -136,9 +136,14 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.5, help="share of the poisoned images that were found")
     ap.add_argument("--steps", type=int, default=100, help="REM's repair steps (the cpu profile's 100)")
     ap.add_argument("--method", default="rem", help="unlearning method (rem, npo, finetune, scrub, ...)")
-    ap.add_argument("--expand-ratio", type=float, default=1.0, help="REM's branch width r (of each layer's outputs)")
     ap.add_argument("--branch-init", default="zero", choices=["zero", "default"], help="the branches' up projection")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting, repeatable")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method setting, repeatable (e.g. expand_ratio=0.25)",
+    )
     ap.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default $REM_DATA_DIR)")
     args = ap.parse_args()
 
@@ -185,7 +190,6 @@ def main() -> None:
         batch_size=512,
         lr=0.005,
         branch_init=args.branch_init,
-        **({"expand_ratio": args.expand_ratio} if args.method.startswith("rem") else {}),
         **dict(kv.split("=", 1) for kv in args.set),  # parsed by each setting's type
     )
     t_heal = time.perf_counter() - t0

@@ -139,9 +139,8 @@ def heal(
         net = model
         ptype = pretrain_type or ("etd" if model.has_extra else "capacity-0.5")
     else:
-        net = GenericCapacity(
-            model, targets, exclude, act=branch_act, up_init=branch_init
-        )  # no branches yet: model untouched
+        # no branches yet: the model is untouched
+        net = GenericCapacity(model, targets, exclude, act=branch_act, up_init=branch_init)
         ptype = "full"  # an ordinary network: baselines train it in drop mode (= the user's forward)
     if isinstance(task, UserTask):
         check_logits(net, task, None if native else (lambda x: net(x, mode="drop")))

@@ -58,6 +58,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "identity": nn.Identity}
 UP_INITS = ("zero", "default")
 
 
+def _check_branch_options(act: str, up_init: str) -> None:
+    if act not in ACTIVATIONS:
+        raise ConfigError(f"unknown branch activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    if up_init not in UP_INITS:
+        raise ConfigError(f"unknown branch up_init {up_init!r}; expected one of {list(UP_INITS)}")
+
+
 def _out_units(layer: nn.Module) -> int:
     return layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
 
@@ -125,8 +132,7 @@ class Branch(nn.Module):
 
     def __init__(self, layer: nn.Module, width: int, act: str = "relu", up_init: str = "zero") -> None:
         super().__init__()
-        if up_init not in UP_INITS:
-            raise ConfigError(f"unknown branch up_init {up_init!r}; expected one of {list(UP_INITS)}")
+        _check_branch_options(act, up_init)
         if width < 1:
             raise ConfigError(f"a branch needs at least one unit, got width {width}")
         if isinstance(layer, nn.Conv2d):
@@ -145,8 +151,6 @@ class Branch(nn.Module):
             self.up = nn.Linear(width, layer.out_features, bias=False)
         else:
             raise ConfigError(f"cannot attach a branch to a {type(layer).__name__}; only Conv2d and Linear")
-        if act not in ACTIVATIONS:
-            raise ConfigError(f"unknown branch activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
         self.act = ACTIVATIONS[act]()
         if up_init == "zero":
             nn.init.zeros_(self.up.weight)  # LoRA-style: the branch adds exactly 0 until trained
@@ -215,10 +219,7 @@ class GenericCapacity(CapacityNet):
         kept = [_out_units(mods[n]) for n in names]
         extra = [0] * len(names) if extra is None else [int(e) for e in extra]
         super().__init__(kept, extra, mask)
-        if act not in ACTIVATIONS:
-            raise ConfigError(f"unknown branch activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
-        if up_init not in UP_INITS:
-            raise ConfigError(f"unknown branch up_init {up_init!r}; expected one of {list(UP_INITS)}")
+        _check_branch_options(act, up_init)  # also when no branch is built yet
         self.model = model
         self.target_names = names
         self.act_name = act
