@@ -345,8 +345,9 @@ def test_smoke_grid_end_to_end(local_run):
         if r["method"] == "none":  # the starting model as deployed
             for k in ("healed", "utility", "uxh"):
                 assert r["metrics"][k] == pytest.approx(r["start_metrics"][k])
+    assert local_run[1].pretrain[0] == 2  # the two starting models (poison, random), pretrained by this run
     again = run_grid(tiny_grid(), d, progress=False)
-    assert again.skipped == 4 and again.done == 0
+    assert again.skipped == 4 and again.done == 0 and again.pretrain[0] == 0
     rep = build_report(d)
     for p in (rep.html, rep.table_md, rep.table_csv, rep.cells_csv, *rep.heatmaps.values()):
         assert p.is_file() and p.stat().st_size > 0
@@ -534,6 +535,7 @@ def test_local_workers_share_the_cells_and_count_them(tmp_path, local_run):
     summary = run_grid(tiny_grid(), tmp_path, progress=False, workers=2)
     assert summary.done == summary.total == 4 and summary.elsewhere == 0 and not summary.failed, str(summary)
     assert sum(int(c[0]) for c in summary.cost.values()) == 4
+    assert summary.pretrain[0] == 2  # pretrained by either process: both counted once
     if cpu_cores() // 2 == 1:  # the worker ran at one thread, as local_run did
         assert _metrics(tmp_path) == _metrics(local_run[0])
 
@@ -747,3 +749,16 @@ def test_run_summary_prints_cost_per_method():
     lines = text.splitlines()
     assert "core-seconds" in text and lines[-1].split() == ["all", "3", "18", "33"]
     assert lines[-3].split()[0] == "rem" and lines[-2].split()[0] == "npo"  # dearest first
+
+
+def test_run_summary_counts_pretraining():
+    """The starting models pretrained during a run are a row of the cost table and part of the total."""
+    from rem.bench.executors import RunSummary
+
+    s = RunSummary(run_dir=Path("r"), total=1, done=1, wall_s=50.0)
+    s.add_cost({"method": "npo", "wall_s": 3.0, "env": {"threads": 1}})
+    s.add_pretrain({"wall_s": 20.0, "env": {"threads": 2}})
+    lines = str(s).splitlines()
+    assert lines[-2].split() == ["(pretraining)", "1", "20", "40"]
+    assert lines[-1].split() == ["all", "2", "23", "43"]
+    assert RunSummary(run_dir=Path("r")).cost_table() == ""

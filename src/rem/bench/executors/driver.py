@@ -114,12 +114,13 @@ def run_grid(
             mine = [c for c in todo if store.claim(c.key)]
             summary.elsewhere = len(todo) - len(mine)
             todo = mine
+        fresh = [s for s in start_specs(todo) if not s.path(run_dir).is_file()]  # to pretrain
         live = bars_enabled(progress)
         bar = None
         if live:
             p = grid.resolved_profile()
             weight = (p.pretrain.steps * p.pretrain.batch_size) / max(1, p.unlearn.steps * p.unlearn.batch_size)
-            n_starts = sum(not s.path(run_dir).is_file() for s in start_specs(todo))
+            n_starts = len(fresh)
             bar = GridBar(
                 summary.total,
                 summary.skipped + summary.elsewhere,
@@ -137,5 +138,15 @@ def run_grid(
             if bar is not None:
                 bar.close()
             store.release()  # every claim this process still holds (a cell interrupted mid-way)
+        _count_pretraining(store, summary, fresh, t0)
         summary.wall_s = time.time() - t0
         return summary
+
+
+def _count_pretraining(store: ResultStore, summary: RunSummary, fresh: list, t0: float) -> None:
+    """Add to ``summary`` the starting models of ``fresh`` (not on disk when the run began) whose
+    pretraining finished during it (by this run, its workers, or another runner on the same folder)."""
+    for spec in fresh:
+        rec = store.model(spec.key)
+        if rec is not None and float(rec.get("finished_at") or 0.0) >= t0:
+            summary.add_pretrain(rec)

@@ -24,25 +24,42 @@ class RunSummary:
     elsewhere: int = 0  # computed (or being computed) by another rem bench process on the same run folder
     wall_s: float = 0.0
     cost: dict[str, list[float]] = field(default_factory=dict)  # method → [cells, wall s, core-seconds] run now
+    pretrain: list[float] = field(default_factory=lambda: [0, 0.0, 0.0])  # starting models pretrained now: same
+
+    @staticmethod
+    def _wall_core(record: dict) -> tuple[float, float]:
+        wall = float(record.get("wall_s") or 0.0)
+        return wall, wall * int((record.get("env") or {}).get("threads") or 1)
+
+    def add_pretrain(self, record: dict) -> None:
+        """Count a starting model pretrained during this run (its pretraining wall × threads)."""
+        wall, core = self._wall_core(record)
+        p = self.pretrain
+        p[0], p[1], p[2] = p[0] + 1, p[1] + wall, p[2] + core
 
     def add_cost(self, record: dict) -> None:
         """Count a finished cell's unlearning time (wall × the threads it ran on) under its method."""
-        wall = float(record.get("wall_s") or 0.0)
-        threads = int((record.get("env") or {}).get("threads") or 1)
+        wall, core = self._wall_core(record)
         c = self.cost.setdefault(record.get("method", "?"), [0, 0.0, 0.0])
-        c[0], c[1], c[2] = c[0] + 1, c[1] + wall, c[2] + wall * threads
+        c[0], c[1], c[2] = c[0] + 1, c[1] + wall, c[2] + core
 
     def cost_table(self) -> str:
-        """Per method: cells run now, their unlearning wall time and core-seconds (most expensive first)."""
-        if not self.cost:
+        """Per method: cells run now, their unlearning wall time and core-seconds (most expensive first);
+        then the starting models pretrained during this run, and the total."""
+        if not self.cost and not self.pretrain[0]:
             return ""
         rows = sorted(self.cost.items(), key=lambda kv: -kv[1][2])
+        if self.pretrain[0]:
+            rows.append(("(pretraining)", self.pretrain))
         width = max(len(m) for m, _ in rows)
         lines = [f"  {'method':<{width}}  cells  wall s  core-s"]
         lines += [f"  {m:<{width}}  {int(n):5d}  {w:6.0f}  {c:6.0f}" for m, (n, w, c) in rows]
-        total = [sum(v[i] for v in self.cost.values()) for i in range(3)]
+        total = [sum(v[i] for _, v in rows) for i in range(3)]
         lines.append(f"  {'all':<{width}}  {int(total[0]):5d}  {total[1]:6.0f}  {total[2]:6.0f}")
-        return "unlearning cost of the cells run now (wall × threads = core-seconds):\n" + "\n".join(lines)
+        return (
+            "cost of the work run now (wall × threads = core-seconds; cells: their unlearning; "
+            "(pretraining): the starting models pretrained during this run):\n" + "\n".join(lines)
+        )
 
     @property
     def complete(self) -> bool:
@@ -57,8 +74,9 @@ class RunSummary:
         )
         for label, err in self.failed[:10]:
             s += f"\n  failed: {label}: {err.strip().splitlines()[-1] if err.strip() else err}"
-        if self.cost:
-            s += "\n" + self.cost_table()
+        table = self.cost_table()
+        if table:
+            s += "\n" + table
         return s
 
 
