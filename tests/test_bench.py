@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -199,8 +200,10 @@ def test_report_from_records(tmp_path):
     rep = build_report(tmp_path)
     assert [r["method"] for r in rep.table] == ["b", "a"] and rep.table[1]["uxh_mean"] == pytest.approx(0.2)
     assert rep.table[1]["uxh_sem"] == pytest.approx(0.1) and not rep.warning  # shares, as the records
-    assert "| a | etd | 2 | 20.00 ± 10.00 | 100.00 ± 0.00 | 20.00 ± 10.00 |" in rep.table_md.read_text()  # percent
-    assert "a,etd,2,random,20.0,10.0,100.0,0.0,20.0,10.0," in rep.table_csv.read_text()
+    md = rep.table_md.read_text()
+    assert "| a | etd | 2 | 2 | 20.00 ± 10.00 | 100.00 ± 0.00 | 20.00 ± 10.00 | 20.00 ± 10.00 |" in md  # percent
+    assert "a,etd,2,random,20.0,10.0,100.0,0.0,20.0,10.0,2,20.0,10.0," in rep.table_csv.read_text()
+    assert "| a | etd | 5.00 | 20.00 ± 10.00 |" in md  # per rate: mean ± SEM over the two seeds
     assert "a,etd,random,low,0.5,1,30.0,30.0,100.0," in rep.cells_csv.read_text()
     with ResultStore.in_run_dir(tmp_path) as s:  # the same cell again, from another grid's settings
         s.put(
@@ -762,3 +765,26 @@ def test_run_summary_counts_pretraining():
     assert lines[-2].split() == ["(pretraining)", "1", "20", "40"]
     assert lines[-1].split() == ["all", "2", "23", "43"]
     assert RunSummary(run_dir=Path("r")).cost_table() == ""
+
+
+def test_seed_spread_compares_seeds_on_common_cells():
+    """The seed-to-seed noise of a method's grid mean: each seed's mean over the (task, rate) cells every
+    seed has (a seed still half run is not compared on other cells), then mean ± SEM over the seeds."""
+    from rem.report.tables import grid_stats, seed_spread
+
+    def row(seed, task, rate, uxh):
+        return {"method": "m", "pretrain_type": "p", "seed": seed, "task": task, "rate": rate, "uxh": uxh}
+
+    rows = [row(0, "poison", 0.5, 0.2), row(0, "poison", 1.0, 0.4), row(0, "random", 0.5, 0.9)]
+    rows += [row(1, "poison", 0.5, 0.3), row(1, "poison", 1.0, 0.5)]  # seed 1 lacks random 0.5
+    n, mean, sem = seed_spread(rows)
+    assert n == 2 and mean == pytest.approx(0.35) and sem == pytest.approx(0.05)  # (0.3, 0.4): 0.9 left out
+    n, mean, sem = seed_spread(rows[:3])
+    assert n == 1 and mean == pytest.approx(0.5) and math.isnan(sem)
+    ((start, p05, p10),) = grid_stats(rows, [], "m", "p", "uxh", ["poison"], [0.5, 1.0])
+    assert math.isnan(start[0]) and p05[0] == pytest.approx(0.25) and p05[1] == pytest.approx(0.05) and p05[2] == 2
+    from rem.report.heatmaps import heatmap_png
+
+    one = [row(0, "poison", 0.5, 0.3)]
+    two = [row(0, "poison", 0.5, 0.2), row(1, "poison", 0.5, 0.4)]  # the same mean, over two seeds
+    assert heatmap_png(two, [], "uxh") != heatmap_png(one, [], "uxh")  # the SEM is drawn below the mean

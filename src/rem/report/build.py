@@ -193,7 +193,9 @@ def build_report(
     md = report_markdown(table, by_task, by_rate, collapsed, warning)
     write_atomic(rep.table_md, md)
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
-    table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "wall_s_mean"]
+    table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
+    table_cols.append("wall_s_mean")
+    shares += ["uxh_seeds_mean", "uxh_seeds_sem"]
     write_atomic(rep.table_csv, to_csv(in_percent(table, shares, CSV_DECIMALS), table_cols))
     write_atomic(rep.cells_csv, to_csv(in_percent(rows, SHARE_METRICS, CSV_DECIMALS), CELL_COLUMNS))
     write_atomic(

@@ -1,7 +1,8 @@
 """The paper's Figure 1: regularity × discovery-rate heatmaps, one panel per method (SPEC §2).
 
 Rows are the regularity of the corruption (high = poison, medium = interclass, low = random), columns
-the discovery rates, each cell the mean over seeds; the first column (``start``, set apart by a white
+the discovery rates, each cell the mean over seeds (with its SEM over seeds below it, where there are
+several, as in the paper's figures); the first column (``start``, set apart by a white
 line) is the starting model before unlearning, as a reference. One figure per metric, at most three
 panels per row and numbers in a 10-point font, so that they read at a normal window width; cells where
 the method collapses (:func:`rem.report.tables.collapses`) are outlined in red and marked ``×``. Values
@@ -15,7 +16,7 @@ import io
 import math
 
 from rem.data.tasks import KINDS, REGULARITY
-from rem.report.tables import grid_values, order_methods, rates_of
+from rem.report.tables import grid_stats, order_methods, rates_of
 from rem.units import percent
 
 LABELS = {
@@ -34,6 +35,7 @@ def panels(rows: list[dict]) -> list[tuple[str, str]]:
 
 
 NUMBER_FONT = 10  # points: the cell values
+SEM_FONT = 8  # points: the SEM over seeds below a cell's value, where there are several seeds
 PANELS_PER_ROW = 3
 MAX_WIDTH_IN = 13.0  # inches at 100 dpi: about the HTML page's width, so the image is not shrunk much
 
@@ -65,21 +67,26 @@ def heatmap_png(
     im = None
     for i, (method, ptype) in enumerate(pairs):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        vals = [list(map(percent, line)) for line in grid_values(rows, starts, method, ptype, metric, tasks, rates)]
+        stats = grid_stats(rows, starts, method, ptype, metric, tasks, rates)
+        vals = [[percent(m) for m, _, _ in line] for line in stats]
         im = ax.imshow(vals, vmin=0, vmax=100, cmap="viridis", aspect="auto")
         for y, line in enumerate(vals):
             for x, v in enumerate(line):
                 if not math.isnan(v):
+                    sem = percent(stats[y][x][1])
+                    color = "white" if v < 55 else "black"
                     ax.text(
                         x,
-                        y,
+                        y - (0.13 if not math.isnan(sem) else 0.0),
                         f"{v:.0f}" + ("×" if x and (method, ptype, tasks[y], float(rates[x - 1])) in marked else ""),
                         ha="center",
                         va="center",
                         fontsize=NUMBER_FONT,
                         fontweight="bold",
-                        color="white" if v < 55 else "black",
+                        color=color,
                     )
+                    if not math.isnan(sem):  # several seeds: the SEM over them, below the mean
+                        ax.text(x, y + 0.22, f"±{sem:.1f}", ha="center", va="center", fontsize=SEM_FONT, color=color)
                 if x and (method, ptype, tasks[y], float(rates[x - 1])) in marked:
                     ax.add_patch(Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, fill=False, edgecolor="red", linewidth=2))
         ax.axvline(0.5, color="white", linewidth=3)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rem.data.tasks import REGULARITY
 from rem.report.heatmaps import LABELS
-from rem.report.model import Table, by_rate_views, by_task_view, cells_view, collapse_view, summary_view
+from rem.report.model import SEEDS_NOTE, Table, by_rate_views, by_task_view, cells_view, collapse_view, summary_view
 from rem.report.tables import CELL_COLUMNS, COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
 from rem.units import percent
 
@@ -97,7 +97,7 @@ def report_html(
         f"{_e(env.get('device'))}. Newest cell finished {_newest(records)}.</p>",
         f"<p style='color:#a00'><strong>{html.escape(warning)}</strong></p>" if warning else "",
         "<h2>Summary (Table 1)</h2><p>Mean ± SEM over cells (tasks × discovery rates × seeds), sorted by "
-        "uxh = healed × utility / 100.</p>",
+        f"uxh = healed × utility / 100. {html.escape(SEEDS_NOTE)}</p>",
         html_table(summary_view(table)),
         "<h3>Mean uxh per task</h3>",
         html_table(by_task_view(by_task)),

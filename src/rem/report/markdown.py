@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from rem.data.tasks import REGULARITY
-from rem.report.model import Table, by_rate_views, by_task_view, collapse_view, summary_view
+from rem.report.model import SEEDS_NOTE, Table, by_rate_views, by_task_view, collapse_view, summary_view
 from rem.report.tables import COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
 from rem.units import percent
 
@@ -34,12 +34,14 @@ def report_markdown(
 ) -> str:
     """The whole ``table.md``."""
     rate_parts = [
-        f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning):\n\n"
-        + markdown_table(t)
+        f"{metric} on {task} ({REGULARITY[task]} regularity) by discovery rate (start: before unlearning; "
+        "mean ± SEM over seeds where there are several):\n\n" + markdown_table(t)
         for task, t in by_rate_views(by_rate).items()
     ]
     return (
-        "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh.\n\n"
+        "# Benchmark results\n\nMean ± SEM over cells (tasks × discovery rates × seeds), sorted by uxh. "
+        + SEEDS_NOTE
+        + "\n\n"
         + (f"**{warning}**\n\n" if warning else "")
         + markdown_table(summary_view(table))
         + "\n"

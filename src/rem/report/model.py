@@ -4,6 +4,7 @@ come in shares (:mod:`rem.report.tables`); the tables show percent."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rem.data.tasks import KINDS, REGULARITY
@@ -26,21 +27,30 @@ class Table:
         return len(self.align) - len(self.align.lstrip("l"))
 
 
+#: What Table 1's seed columns mean (said under its title in table.md and report.html).
+SEEDS_NOTE = (
+    "seeds: how many; uxh: per-seed means: each seed's mean uxh over the (task, rate) cells every seed has, "
+    "mean ± SEM over the seeds (the seed-to-seed noise of the method's grid mean; — for one seed)."
+)
+
+
 def summary_view(table: list[dict]) -> Table:
     """Table 1: mean ± SEM per method and pretraining type (:func:`rem.report.tables.summary_table`)."""
     return Table(
-        ["method", "pretrain", "cells", "healed", "utility", "uxh", "wall s (mean)"],
+        ["method", "pretrain", "cells", "seeds", "healed", "utility", "uxh", "uxh: per-seed means", "wall s (mean)"],
         [
             [
                 r["method"],
                 r["pretrain_type"],
                 r["cells"],
+                r["seeds"],
                 *(fmt_pm(percent(r[f"{m}_mean"]), percent(r[f"{m}_sem"])) for m in ("healed", "utility", "uxh")),
+                fmt_pm(percent(r["uxh_seeds_mean"]), percent(r["uxh_seeds_sem"])) if r["seeds"] > 1 else "—",
                 r["wall_s_mean"],
             ]
             for r in table
         ],
-        "llrrrrr",
+        "llrrrrrrr",
     )
 
 
@@ -53,6 +63,11 @@ def by_task_view(by_task: list[dict]) -> Table:
     )
 
 
+def _value(mean: float, sem: float):
+    """A share in percent: a number, or "mean ± SEM" over seeds where there are several."""
+    return percent(mean) if math.isnan(sem) else fmt_pm(percent(mean), percent(sem))
+
+
 def by_rate_views(by_rate: dict[str, list[dict]]) -> dict[str, Table]:
     """Per task, a metric per discovery rate (:func:`rem.report.tables.by_rate_table`)."""
     out = {}
@@ -61,7 +76,17 @@ def by_rate_views(by_rate: dict[str, list[dict]]) -> dict[str, Table]:
         out[task] = Table(
             ["method", "pretrain", "start"] + [f"{r:g}" for r in rates],
             [
-                [ln["method"], ln["pretrain_type"], *map(percent, [ln["start"], *ln["by_rate"].values()])]
+                [
+                    ln["method"],
+                    ln["pretrain_type"],
+                    *(
+                        _value(m, e)
+                        for m, e in [
+                            (ln["start"], ln["start_sem"]),
+                            *zip(ln["by_rate"].values(), ln["by_rate_sem"].values()),
+                        ]
+                    ),
+                ]
                 for ln in lines
             ],
             "llr" + "r" * len(rates),

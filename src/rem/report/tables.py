@@ -84,9 +84,25 @@ def order_methods(names: Iterable[str]) -> list[str]:
     return [m for m in known if m in names] + sorted(names - set(known))
 
 
+def seed_spread(rows: list[dict], metric: str = "uxh") -> tuple[int, float, float]:
+    """(seeds, mean, SEM) of the per-seed grid means of ``metric``: each seed's mean over the (task, rate)
+    cells that *every* seed of ``rows`` has (so that a seed still half run is compared on the same cells),
+    then mean ± SEM over the seeds: the seed-to-seed noise of a method's grid mean (SEM NaN for one seed)."""
+    by_seed: dict[int, dict[tuple[str, float], list[float]]] = {}
+    for r in rows:
+        by_seed.setdefault(r.get("seed"), {}).setdefault((r["task"], round(float(r["rate"]), 6)), []).append(
+            r.get(metric)
+        )
+    common = set.intersection(*(set(c) for c in by_seed.values())) if by_seed else set()
+    means = [mean_sem(v for c in sorted(common) for v in cells[c])[0] for cells in by_seed.values()]
+    mean, sem, _ = mean_sem(means)
+    return len(by_seed), mean, sem
+
+
 def summary_table(rows: list[dict]) -> list[dict]:
     """Table 1: per (method, pretraining type), mean ± SEM over cells of healed, utility and uxh,
-    mean wall time, the number of cells and tasks; sorted by mean uxh, best first."""
+    the seeds and the spread of the per-seed uxh means (:func:`seed_spread`), mean wall time, the number
+    of cells and tasks; sorted by mean uxh, best first."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["pretrain_type"]), []).append(r)
@@ -101,6 +117,7 @@ def summary_table(rows: list[dict]) -> list[dict]:
         for m in METRICS:
             mean, sem, _ = mean_sem(r.get(m) for r in rs)
             row[f"{m}_mean"], row[f"{m}_sem"] = mean, sem
+        row["seeds"], row["uxh_seeds_mean"], row["uxh_seeds_sem"] = seed_spread(rs)
         row["wall_s_mean"] = mean_sem(r.get("wall_s") for r in rs)[0]
         out.append(row)
     out.sort(key=lambda r: (-(r["uxh_mean"] if not math.isnan(r["uxh_mean"]) else -math.inf), r["method"]))
@@ -167,7 +184,12 @@ _TOLERANCE = 1e-12
 
 def _start_value(starts: list[dict], task: str, ptype: str, metric: str) -> float:
     """Mean ``metric`` of the starting models of (task, pretraining type), over seeds; NaN if none."""
-    return mean_sem(s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype)[0]
+    return _start_stats(starts, task, ptype, metric)[0]
+
+
+def _start_stats(starts: list[dict], task: str, ptype: str, metric: str) -> tuple[float, float, int]:
+    """Mean, SEM and count of ``metric`` over the starting models (seeds) of (task, pretraining type)."""
+    return mean_sem(s["metrics"].get(metric) for s in starts if s["task"] == task and s["pretrain_type"] == ptype)
 
 
 def rates_of(rows: list[dict]) -> list[float]:
@@ -185,9 +207,22 @@ def grid_values(
     rates: list[float],
 ) -> list[list[float]]:
     """Matrix [task][start + rates] of the mean ``metric`` (over seeds): one heatmap panel."""
+    return [[m for m, _, _ in line] for line in grid_stats(rows, starts, method, ptype, metric, tasks, rates)]
+
+
+def grid_stats(
+    rows: list[dict],
+    starts: list[dict],
+    method: str,
+    ptype: str,
+    metric: str,
+    tasks: list[str],
+    rates: list[float],
+) -> list[list[tuple[float, float, int]]]:
+    """As :func:`grid_values`, each entry (mean, SEM, seeds) over seeds: SEM is NaN for one seed."""
     out = []
     for t in tasks:
-        line = [_start_value(starts, t, ptype, metric)]
+        line = [_start_stats(starts, t, ptype, metric)]
         for rate in rates:
             vals = [
                 r.get(metric)
@@ -197,14 +232,15 @@ def grid_values(
                 and r["task"] == t
                 and abs(r["rate"] - rate) < 1e-9
             ]
-            line.append(mean_sem(vals)[0])
+            line.append(mean_sem(vals))
         out.append(line)
     return out
 
 
 def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> dict[str, list[dict]]:
     """Per task, one row per (method, pretraining type): the starting model's ``metric`` (``start``) and,
-    in ``by_rate``, its mean over seeds at each discovery rate. The heatmap panels as numbers."""
+    in ``by_rate``, its mean over seeds at each discovery rate (their SEMs over seeds in ``start_sem`` and
+    ``by_rate_sem``, NaN for one seed). The heatmap panels as numbers."""
     rates = rates_of(rows)
     out: dict[str, list[dict]] = {}
     for task in KINDS:
@@ -214,9 +250,16 @@ def by_rate_table(rows: list[dict], starts: list[dict], metric: str = "uxh") -> 
         lines = []
         for method in order_methods(m for m, _ in pairs):
             for ptype in sorted(p for m, p in pairs if m == method):
-                start, *values = grid_values(rows, starts, method, ptype, metric, [task], rates)[0]
+                (start, start_sem, _), *stats = grid_stats(rows, starts, method, ptype, metric, [task], rates)[0]
                 lines.append(
-                    {"method": method, "pretrain_type": ptype, "start": start, "by_rate": dict(zip(rates, values))}
+                    {
+                        "method": method,
+                        "pretrain_type": ptype,
+                        "start": start,
+                        "start_sem": start_sem,
+                        "by_rate": {r: m for r, (m, _, _) in zip(rates, stats)},
+                        "by_rate_sem": {r: e for r, (_, e, _) in zip(rates, stats)},
+                    }
                 )
         out[task] = lines
     return out
