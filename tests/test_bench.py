@@ -788,3 +788,38 @@ def test_seed_spread_compares_seeds_on_common_cells():
     one = [row(0, "poison", 0.5, 0.3)]
     two = [row(0, "poison", 0.5, 0.2), row(1, "poison", 0.5, 0.4)]  # the same mean, over two seeds
     assert heatmap_png(two, [], "uxh") != heatmap_png(one, [], "uxh")  # the SEM is drawn below the mean
+
+
+def _open_store_at_once(path: str, barrier, errors) -> None:
+    barrier.wait()
+    try:
+        with ResultStore(path) as s:
+            s.set_meta(f"p{os.getpid()}", "1")
+        for i in range(40):  # then open it again and again while the others write
+            with ResultStore(path) as s:
+                s.claim(f"k{os.getpid()}-{i}")
+                s.set_meta(f"q{os.getpid()}", str(i))
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        errors.put(repr(e))
+
+
+def test_many_processes_create_one_store_at_once(tmp_path):
+    """Runners started together on a new run folder all open its store: none is refused with "database
+    is locked" (switching a new file to WAL takes a lock SQLite may refuse at once, without waiting)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for attempt in range(3):
+        path = str(tmp_path / f"r{attempt}" / "results.sqlite")
+        barrier, errors = ctx.Barrier(6), ctx.SimpleQueue()
+        procs = [ctx.Process(target=_open_store_at_once, args=(path, barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        got = []
+        while not errors.empty():
+            got.append(errors.get())
+        assert not got and all(p.exitcode == 0 for p in procs), got
+        with ResultStore(path) as s:
+            assert sum(k.startswith("p") for k in s.meta()) == 6

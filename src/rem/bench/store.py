@@ -103,13 +103,28 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-            self._check_and_init()
+            self._init_retrying()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path} is not a usable SQLite database ({e}); is it a rem results store?") from e
 
     @classmethod
     def in_run_dir(cls, run_dir: str | Path, *, create: bool = True) -> ResultStore:
         return cls(Path(run_dir) / FILENAME, create=create)
+
+    def _init_retrying(self, patience_s: float = 60.0) -> None:
+        """:meth:`_check_and_init`, retried while another process holds the file locked. Switching to WAL
+        (and the first schema) takes a lock for which SQLite may answer "database is locked" at once,
+        without its busy timeout: two ``rem bench`` started together on a new run folder hit it."""
+        deadline = time.monotonic() + patience_s
+        delay = 0.05
+        while True:
+            try:
+                return self._check_and_init()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
 
     def _check_and_init(self) -> None:
         c = self.conn
@@ -147,7 +162,8 @@ class ResultStore:
                     f"{self.path} keys its cells with key version {key_version}, which this rem cannot use "
                     f"(it keys with version {KEY_VERSION}); rerun the grid in a new --run-dir"
                 )
-        c.execute("PRAGMA journal_mode=WAL")
+        if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":  # persistent: set once
+            c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=FULL")
         if "meta" not in tables:
             with self._tx():
