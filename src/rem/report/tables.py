@@ -197,19 +197,6 @@ def rates_of(rows: list[dict]) -> list[float]:
     return sorted({round(float(r["rate"]), 6) for r in rows})
 
 
-def grid_values(
-    rows: list[dict],
-    starts: list[dict],
-    method: str,
-    ptype: str,
-    metric: str,
-    tasks: list[str],
-    rates: list[float],
-) -> list[list[float]]:
-    """Matrix [task][start + rates] of the mean ``metric`` (over seeds): one heatmap panel."""
-    return [[m for m, _, _ in line] for line in grid_stats(rows, starts, method, ptype, metric, tasks, rates)]
-
-
 def grid_stats(
     rows: list[dict],
     starts: list[dict],
@@ -219,7 +206,8 @@ def grid_stats(
     tasks: list[str],
     rates: list[float],
 ) -> list[list[tuple[float, float, int]]]:
-    """As :func:`grid_values`, each entry (mean, SEM, seeds) over seeds: SEM is NaN for one seed."""
+    """Matrix [task][start + rates] of (mean, SEM, seeds) of ``metric`` over seeds (SEM NaN for one seed):
+    one heatmap panel."""
     out = []
     for t in tasks:
         line = [_start_stats(starts, t, ptype, metric)]
