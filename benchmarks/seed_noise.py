@@ -3,30 +3,22 @@
 
     python benchmarks/seed_noise.py --run-dir runs/cpu [--methods rem,npo] [--seed-a 0 --seed-b 1]
 
-Only the grid's default cells are compared: REM cells at expand_ratio 1 with default extra_init and
-select_on, and no cell with forget_bn_frozen set (the measurement cells that share ``runs/cpu``).
+Only the grid's own cells are compared: capacity-0.5 starting models and, by default, the settings filter
+of the README's ``cpu`` report (expand_ratio 1, extra_init default, select_on clean, forget_bn_frozen
+false), which leaves out the measurement cells that share ``runs/cpu``; ``--set KEY=VALUE`` replaces it
+(``rem report``'s filter, :func:`rem.report.build.settings_match`).
 """
 
 from __future__ import annotations
 
 import argparse
 
+from rem.bench.cli import parse_settings
 from rem.bench.store import ResultStore
+from rem.report.build import settings_match
 
 DEFAULT_METHODS = "rem,npo,eu-4,retrain,scrub,potion"
-
-
-def _default_cell(rec: dict) -> bool:
-    mc = rec.get("method_config") or {}
-    if mc.get("forget_bn_frozen", False) or rec.get("pretrain_type") != "capacity-0.5":
-        return False
-    if rec["method"].startswith("rem"):
-        return (
-            mc.get("expand_ratio", 1.0) == 1.0
-            and mc.get("extra_init", "default") == "default"
-            and mc.get("select_on", "clean") == "clean"
-        )
-    return True
+DEFAULT_SETS = ["expand_ratio=1", "extra_init=default", "select_on=clean", "forget_bn_frozen=false"]
 
 
 def main() -> None:
@@ -35,12 +27,15 @@ def main() -> None:
     ap.add_argument("--methods", default=DEFAULT_METHODS)
     ap.add_argument("--seed-a", type=int, default=0)
     ap.add_argument("--seed-b", type=int, default=1)
+    ap.add_argument("--pretrain-type", default="capacity-0.5")
+    ap.add_argument("--set", action="append", default=None, metavar="KEY=VALUE", help="settings filter, repeatable")
     a = ap.parse_args()
     methods = a.methods.split(",")
+    where = parse_settings(a.set if a.set is not None else DEFAULT_SETS)
     cells: dict[tuple, dict[int, list[float]]] = {}
     with ResultStore.in_run_dir(a.run_dir, create=False) as s:
         for rec in s.records("done"):
-            if rec["method"] in methods and _default_cell(rec):
+            if rec["method"] in methods and rec.get("pretrain_type") == a.pretrain_type and settings_match(rec, where):
                 key = (rec["method"], rec["task"], round(float(rec["rate"]), 6))
                 cells.setdefault(key, {}).setdefault(rec["seed"], []).append(100 * rec["metrics"]["uxh"])
     print(f"uxh %, seed {a.seed_b} vs seed {a.seed_a} on the cells both have")
