@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from rem.bench.cell import StartSpec, ensure_start, make_cell_task
+from rem.bench.cli import settings_for
 from rem.checkpoint import load_checkpoint
 from rem.metrics import evaluate
 from rem.profiles import get_profile
@@ -69,7 +70,7 @@ def main() -> None:
             r = json.loads(line)
             key = (r.get("start_key"), r["rate"], r["capacity"], r["expand_ratio"], r.get("branch_init", "zero"))
             done[key + (json.dumps(r.get("sets", {}), sort_keys=True),)] = r
-    sets = dict(kv.split("=", 1) for kv in args.set)
+    sets = settings_for(args.set, "rem")  # the same keys as before for plain KEY=VALUE items: cached rows stay
     overrides = method_settings(
         "rem", profile, args.seed, {"rem": sets}, shortcut_settings(expand_ratio=args.expand_ratio)
     )

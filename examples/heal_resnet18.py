@@ -148,6 +148,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import rem
+    from rem.bench.cli import settings_for
     from rem.profiles import get_profile, profile_data, profile_task
 
     # The poisoned data set, as plain arrays (what a user would have on disk).
@@ -190,7 +191,7 @@ def main() -> None:
         batch_size=512,
         lr=0.005,
         branch_init=args.branch_init,
-        **dict(kv.split("=", 1) for kv in args.set),  # parsed by each setting's type
+        **settings_for(args.set, args.method),  # text, parsed by each setting's declared type
     )
     t_heal = time.perf_counter() - t0
     after = report(healed, x_test, y_test, x_test_trig, x_found, y_found)

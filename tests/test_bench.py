@@ -823,3 +823,25 @@ def test_many_processes_create_one_store_at_once(tmp_path):
         assert not got and all(p.exitcode == 0 for p in procs), got
         with ResultStore(path) as s:
             assert sum(k.startswith("p") for k in s.meta()) == 6
+
+
+def test_a_store_locked_too_long_names_the_lock(tmp_path, monkeypatch):
+    """A store another program keeps locked past the patience is refused with an error that says so, not as
+    "not a usable SQLite database"; the file and its records are left as they were."""
+
+    import rem.bench.store as store_mod
+
+    path = tmp_path / "results.sqlite"
+    with ResultStore(path) as s:
+        s.set_meta("kept", "1")
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(store_mod, "LOCK_PATIENCE_S", 0.3)
+    with pytest.raises(StoreError, match="locked by another process") as e:
+        ResultStore(path)
+    assert "not a usable" not in str(e.value)
+    holder.execute("COMMIT")
+    holder.close()
+    with ResultStore(path) as s:
+        assert s.meta()["kept"] == "1"

@@ -101,3 +101,21 @@ def test_coerce_fields_names_unknown_settings():
 
     with pytest.raises(ConfigError, match="no setting"):
         coerce_fields(REMConfig, {"betta": 1})
+
+
+def test_settings_for_one_run_merges_and_refuses_other_names():
+    """``rem unlearn``/``rem discover``/the examples read ``--set`` for one method or score: plain and
+    prefixed items merge (prefixed wins), an item for another name is refused naming it, a malformed one too."""
+    from rem.bench.cli import settings_for
+
+    assert settings_for(["beta=0.5", "rem.beta=0.7", "expand-ratio=0.25"], "rem") == {
+        "beta": "0.7",
+        "expand_ratio": "0.25",
+    }
+    assert settings_for(None, "npo") == {}
+    with pytest.raises(ConfigError, match=r"--set for npo, but this run's method is 'rem'"):
+        settings_for(["npo.beta=1"], "rem")
+    with pytest.raises(ConfigError, match="score is 'loss'"):
+        settings_for(["rem.beta=1"], "loss", "score")
+    with pytest.raises(ConfigError, match=r"KEY=VALUE, got 'beta'"):
+        settings_for(["beta"], "rem")

@@ -156,13 +156,9 @@ def cmd_eval(args) -> int:
 
 def _parse_set(items: list[str], method: str) -> dict:
     """``--set`` values for ``method``: ``key=value`` or ``method.key=value`` (same syntax as ``rem bench``)."""
-    from rem.bench.cli import parse_settings
+    from rem.bench.cli import settings_for
 
-    by_method = parse_settings(items)
-    others = sorted(set(by_method) - {"*", method})
-    if others:
-        raise ConfigError(f"--set for method(s) {others}, but this run is of {method!r}")
-    return {**by_method.get("*", {}), **by_method.get(method, {})}
+    return settings_for(items, method)
 
 
 def read_index_file(path: str | Path) -> torch.Tensor:

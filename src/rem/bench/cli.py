@@ -33,6 +33,16 @@ def parse_settings(items: list[str] | None) -> dict:
     return out
 
 
+def settings_for(items: list[str] | None, name: str, what: str = "method") -> dict:
+    """``--set`` values for one run of ``name`` (a method, a score): ``key=value`` and ``name.key=value``
+    merged, the latter winning; a ``other.key=value`` for any other name is refused, naming it."""
+    by = parse_settings(items)
+    others = sorted(set(by) - {"*", name})
+    if others:
+        raise ConfigError(f"--set for {', '.join(others)}, but this run's {what} is {name!r}")
+    return {**by.get("*", {}), **by.get(name, {})}
+
+
 def _int_at_least(low: int):
     from rem.cli import int_at_least
 

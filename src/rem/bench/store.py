@@ -91,6 +91,9 @@ def dumps(obj) -> str:
     return json.dumps(obj, default=_jsonable, sort_keys=True)
 
 
+LOCK_PATIENCE_S = 60.0  # how long opening or writing waits for another process's lock before giving up
+
+
 class ResultStore:
     """The SQLite results store of a run folder (see the module docs)."""
 
@@ -102,20 +105,25 @@ class ResultStore:
             raise StoreError(f"{self.path} is not a file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+            self.conn = sqlite3.connect(str(self.path), timeout=LOCK_PATIENCE_S, isolation_level=None)
             self._init_retrying()
         except sqlite3.DatabaseError as e:
+            if "locked" in str(e):
+                raise StoreError(
+                    f"{self.path} stayed locked by another process for over {LOCK_PATIENCE_S:g} s ({e}); is a "
+                    "`rem bench` or another program holding it open in a long transaction? Retry when it is done."
+                ) from e
             raise StoreError(f"{self.path} is not a usable SQLite database ({e}); is it a rem results store?") from e
 
     @classmethod
     def in_run_dir(cls, run_dir: str | Path, *, create: bool = True) -> ResultStore:
         return cls(Path(run_dir) / FILENAME, create=create)
 
-    def _init_retrying(self, patience_s: float = 60.0) -> None:
+    def _init_retrying(self, patience_s: float | None = None) -> None:
         """:meth:`_check_and_init`, retried while another process holds the file locked. Switching to WAL
         (and the first schema) takes a lock for which SQLite may answer "database is locked" at once,
         without its busy timeout: two ``rem bench`` started together on a new run folder hit it."""
-        deadline = time.monotonic() + patience_s
+        deadline = time.monotonic() + (LOCK_PATIENCE_S if patience_s is None else patience_s)
         delay = 0.05
         while True:
             try:

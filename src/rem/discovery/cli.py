@@ -104,13 +104,9 @@ def _outputs(args) -> list[Path]:
 
 
 def _settings(args) -> dict:
-    from rem.bench.cli import parse_settings
+    from rem.bench.cli import settings_for
 
-    by = parse_settings(args.set or [])
-    extra = sorted(set(by) - {"*", args.score})
-    if extra:
-        raise ConfigError(f"--set for {extra}, but the score is {args.score!r}")
-    return {**by.get("*", {}), **by.get(args.score, {})}
+    return settings_for(args.set or [], args.score, "score")
 
 
 def _user_inputs(args):
