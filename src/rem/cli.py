@@ -154,13 +154,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _parse_set(items: list[str], method: str) -> dict:
-    """``--set`` values for ``method``: ``key=value`` or ``method.key=value`` (same syntax as ``rem bench``)."""
-    from rem.bench.cli import settings_for
-
-    return settings_for(items, method)
-
-
 def read_index_file(path: str | Path) -> torch.Tensor:
     """Indices from a text file (whitespace/comma separated integers) or a JSON list (a UTF-8 BOM is fine)."""
     p = Path(path)
@@ -210,6 +203,7 @@ def unlearn_cell(
 
 
 def cmd_unlearn(args) -> int:
+    from rem.bench.cli import settings_for
     from rem.checkpoint import load_checkpoint, save_checkpoint
     from rem.methods import get_method
     from rem.metrics import evaluate
@@ -249,7 +243,7 @@ def cmd_unlearn(args) -> int:
         task,
         args.method,
         args.rate,
-        {args.method: _parse_set(args.set, args.method)},
+        {args.method: settings_for(args.set, args.method)},
         shortcuts,
         args.steps,
     )

@@ -236,9 +236,9 @@ def run(args) -> int:
         overrides["steps"] = args.steps
     if args.expand_ratio is not None:
         overrides["expand_ratio"] = args.expand_ratio
-    from rem.cli import _parse_set
+    from rem.bench.cli import settings_for
 
-    overrides.update(_parse_set(args.set or [], args.method))
+    overrides.update(settings_for(args.set, args.method))
     cfg = get_method(args.method, **overrides).config  # settings checked (and typed) before any work
     out = check_output_file(args.out, "--out")  # writable, checked before any work
     if out.resolve() == Path(args.weights).resolve():

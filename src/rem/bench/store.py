@@ -119,11 +119,11 @@ class ResultStore:
     def in_run_dir(cls, run_dir: str | Path, *, create: bool = True) -> ResultStore:
         return cls(Path(run_dir) / FILENAME, create=create)
 
-    def _init_retrying(self, patience_s: float | None = None) -> None:
+    def _init_retrying(self) -> None:
         """:meth:`_check_and_init`, retried while another process holds the file locked. Switching to WAL
         (and the first schema) takes a lock for which SQLite may answer "database is locked" at once,
         without its busy timeout: two ``rem bench`` started together on a new run folder hit it."""
-        deadline = time.monotonic() + (LOCK_PATIENCE_S if patience_s is None else patience_s)
+        deadline = time.monotonic() + LOCK_PATIENCE_S
         delay = 0.05
         while True:
             try:

@@ -103,12 +103,6 @@ def _outputs(args) -> list[Path]:
     return outs
 
 
-def _settings(args) -> dict:
-    from rem.bench.cli import settings_for
-
-    return settings_for(args.set or [], args.score, "score")
-
-
 def _user_inputs(args):
     """(model, task, forget_idx) of a user's own model and data (as ``rem unlearn --model``)."""
     from rem.data.user import Preprocess, user_task
@@ -141,6 +135,7 @@ def _print_settings(name: str) -> int:
 
 
 def cmd_discover(args) -> int:
+    from rem.bench.cli import settings_for
     from rem.discovery.api import discover
     from rem.discovery.base import get_score
     from rem.runtime import pick_device
@@ -149,7 +144,7 @@ def cmd_discover(args) -> int:
         return _print_settings(args.settings)
     if not args.out:
         raise ConfigError("give --out FILE.csv and/or --out FILE.json (where the ranking goes)")
-    settings = _settings(args)
+    settings = settings_for(args.set, args.score, "score")
     get_score(args.score, **settings)  # the score and its settings, checked before any work
     outs = _outputs(args)
     dev = pick_device(args.device)
