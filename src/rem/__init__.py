@@ -15,6 +15,9 @@ Python API::
 
 Every metric, record field and history value is a share in [0, 1] (uxh = healed × utility too); only
 reports and command output show percent (:mod:`rem.units`).
+
+"SPEC §N" in the code's documentation refers to section N of ``docs/spec.md`` (the specification of
+what rem implements, in this repository and on the documentation site).
 """
 
 __version__ = "0.1.0"
@@ -23,8 +26,8 @@ from rem.api import check_match, task_of, unlearn  # noqa: E402
 from rem.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from rem.data.datasets import ImageData, load_dataset, make_generated  # noqa: E402
 from rem.data.tasks import Task, TaskConfig, Trigger, make_task  # noqa: E402
-from rem.data.user import Preprocess, user_task  # noqa: E402  (a user's own data, issue 16)
-from rem.discovery import Ranking, discover  # noqa: E402  (find the undiscovered corruption, issue 17)
+from rem.data.user import Preprocess, user_task  # noqa: E402  (a user's own data)
+from rem.discovery import Ranking, discover  # noqa: E402  (find the undiscovered corruption)
 from rem.heal import heal  # noqa: E402
 from rem.methods import REGISTRY as METHODS  # noqa: E402
 from rem.methods import Unlearned, get_method  # noqa: E402

@@ -1,4 +1,4 @@
-"""Discovery (issue 17): rank D_r by how likely each sample belongs with the corruption (see
+"""Discovery: rank D_r by how likely each sample belongs with the corruption (see
 :mod:`rem.discovery.base`); the scores are in :mod:`rem.discovery.scores`."""
 
 from rem.discovery import scores as _scores  # noqa: F401  (importing it registers the scores)
