@@ -51,12 +51,18 @@ def test_wheel_installs_into_a_clean_venv_and_runs_the_smoke_demo(tmp_path):
         [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-index", "--no-deps", str(wheel)],
         tmp_path,
     )
-    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).stdout.strip())
+    site = Path(
+        _run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path).stdout.strip()
+    )
     (site / "zz_deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
-    where = _run([str(py), "-c", "import rem, rem.demo; rem.demo.check_starter(); print(rem.__file__)"], tmp_path, env=env)
+    where = _run(
+        [str(py), "-c", "import rem, rem.demo; rem.demo.check_starter(); print(rem.__file__)"], tmp_path, env=env
+    )
     assert where.stdout.strip().startswith(str(venv)), where.stdout  # the wheel's rem, not the checkout's
-    out = _run([str(venv / "bin" / "rem"), "demo", "--profile", "smoke", "--run-dir", "d", "--quiet"], tmp_path, env=env)
+    out = _run(
+        [str(venv / "bin" / "rem"), "demo", "--profile", "smoke", "--run-dir", "d", "--quiet"], tmp_path, env=env
+    )
     assert "attack success rate" in out.stdout and (tmp_path / "d" / "report" / "report.html").is_file()
