@@ -287,6 +287,11 @@ class REM(Method):
         and return what goes into the round's record. REM adds nothing (``rem-discover`` does)."""
         return {}
 
+    def _reset(self, model, task, ctx) -> dict:
+        """Called once after step 1 (θ_ref already frozen): a variant may make θ_o1 forget, whatever D_f
+        is, in place, and return what goes into the history. REM does nothing (:mod:`rem.methods.rem_reset`)."""
+        return {}
+
     def _unlearn(self, model, task, forget_idx, ctx, history):
         cfg: REMConfig = self.config
         dev = ctx.device
@@ -296,6 +301,9 @@ class REM(Method):
         shared = task.membership(shared_set).to(dev)
         removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
         ref_ce, keys = reference(model, shared, dev)
+        reset = self._reset(model, task, ctx)  # a [beyond] variant's D_f-independent forgetting of θ_o1 (REM: none)
+        if reset:
+            history.append({"phase": "reset", **reset})
 
         retain_idx = task.retain_idx(forget_idx)
         opt = optimizer_for(model, cfg)
