@@ -48,9 +48,9 @@ PROFILES.setdefault("demo", DEMO_PROFILE)
 
 #: The shipped starting model (package data) and its sha256; rebuilt by ``python -m rem.demo --build``.
 STARTER_FILE = "demo-poison-capacity-0.5-seed0.safetensors"
-STARTER_SHA256 = ""
+STARTER_SHA256 = "5d75222278b1ce1416879e636ec1bfd02f9e808930397604d053236770bac8c4"
 
-DEMO_METHODS = ("none", "rem", "npo", "potion", "scrub")
+DEMO_METHODS = ("none", "rem", "npo", "eu-4", "potion", "scrub")
 FULL_METHODS = ("none", "rem", "npo", "finetune", "scrub", "badt")
 TASK, RATE, SEED, PTYPE = "poison", 0.5, 0, "capacity-0.5"
 
