@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from rem.bench import Grid, ResultStore, run_grid
-from rem.bench.cli import parse_settings
 from rem.bench.store import SCHEMA_VERSION
+from rem.cli.settings import parse_settings
 from rem.errors import ConfigError, RemError, StoreError
 from rem.methods import method_names
 
