@@ -59,6 +59,10 @@ NEEDS_TRUTH = {"rem-ideal": "is an oracle that needs the whole corrupted set D_c
 #: ``capacity=``: ``auto`` (rem's own models keep theirs, any other gets branches), ``generic`` (branches on
 #: any model, rem's own included) or ``native`` (rem's own models only).
 CAPACITY = ("auto", "generic", "native")
+_SCORES_NEED_LABELS = (
+    "discovery scores need the labels the model was trained with: pass labels=... (one class number per image) or "
+    "(images, labels)"
+)
 
 
 def task_of(meta: dict, data_dir=None, *, download: bool = True) -> Task:
@@ -182,12 +186,12 @@ def as_task(data, labels=None, *, num_classes=None, preprocess=None, labels_need
 def prepare(
     model: nn.Module,
     data,
-    *,
     labels=None,
     num_classes: int | None = None,
     preprocess: Preprocess | dict | None = None,
     targets=None,
     exclude=None,
+    *,
     branch_act: str = "relu",
     branch_init: str = "zero",
     capacity: str = "auto",
@@ -273,18 +277,9 @@ def unlearn(
             raise ConfigError(f"method {method!r} {NEEDS_RECIPE[method]}; use rem, npo, finetune, scrub, ... instead")
 
     meth = get_method(method, **overrides)  # settings checked before any work
+    data_options = (labels, num_classes, preprocess, targets, exclude)
     prep = prepare(
-        model,
-        data,
-        labels=labels,
-        num_classes=num_classes,
-        preprocess=preprocess,
-        targets=targets,
-        exclude=exclude,
-        branch_act=branch_act,
-        branch_init=branch_init,
-        capacity=capacity,
-        refuse=refuse,
+        model, data, *data_options, branch_act=branch_act, branch_init=branch_init, capacity=capacity, refuse=refuse
     )
     forget_idx = prep.task.check_forget_idx(forget_idx)
     if prep.native:
@@ -331,15 +326,5 @@ def discover(
     The model is not modified. Returns a :class:`~rem.discovery.Ranking`, most suspicious first.
     """
     scorer = get_score(score, **settings)  # settings checked before any work
-    prep = prepare(
-        model,
-        data,
-        labels=labels,
-        num_classes=num_classes,
-        preprocess=preprocess,
-        targets=targets,
-        exclude=exclude,
-        labels_needed="discovery scores need the labels the model was trained with: pass labels=... (one class "
-        "number per image) or (images, labels)",
-    )
+    prep = prepare(model, data, labels, num_classes, preprocess, targets, exclude, labels_needed=_SCORES_NEED_LABELS)
     return scorer.rank(prep.net, prep.task, forget_idx, Context(device=pick_device(device)))

@@ -192,9 +192,49 @@ def grid_from_args(args):
     return Grid(profile="cpu").override(**over)
 
 
+def dry_run(grid, run_dir) -> int:
+    """List the grid's cells, each as stored or to run, and how many are stored; run nothing."""
+    from pathlib import Path
+
+    from rem.bench.store import ResultStore
+
+    cells = grid.cells()
+    done = set()
+    if (Path(run_dir) / "results.sqlite").exists():
+        with ResultStore.in_run_dir(run_dir, create=False) as store:
+            done = store.done_keys()
+    for c in cells:
+        print(f"{'stored ' if c.key in done else 'to run '} {c.key}  {c.label()}")
+    print(f"{len(cells)} cells, {sum(c.key in done for c in cells)} stored")
+    return 0
+
+
+def executor_options(args) -> dict:
+    """The options of the chosen executor (:func:`rem.bench.executors.run_grid`'s keywords)."""
+    if args.executor == "local":
+        return {"workers": args.workers}
+    if args.executor == "ray":
+        return {
+            "ray_address": args.ray_address,
+            "cpus_per_cell": args.cpus_per_cell,
+            "gpus_per_cell": args.gpus_per_cell,
+        }
+    return {
+        "cluster": args.slurm_cluster,
+        "slurm": {
+            "partition": args.slurm_partition,
+            "timeout_min": args.slurm_timeout_min,
+            "cpus_per_task": args.slurm_cpus,
+            "gpus_per_node": args.slurm_gpus,
+            "mem_gb": args.slurm_mem_gb,
+            "array_parallelism": args.slurm_array_parallelism,
+            "account": args.slurm_account,
+        },
+    }
+
+
 def run(args) -> int:
     from rem.bench.executors import run_grid
-    from rem.bench.store import ResultStore
     from rem.paths import check_output_dir
     from rem.runtime import pick_device
 
@@ -202,39 +242,7 @@ def run(args) -> int:
     pick_device(args.device)  # a device this torch cannot use is refused before any work
     check_output_dir(args.run_dir, "run folder")
     if args.dry_run:
-        cells = grid.cells()
-        done = set()
-        from pathlib import Path
-
-        if (Path(args.run_dir) / "results.sqlite").exists():
-            with ResultStore.in_run_dir(args.run_dir, create=False) as store:
-                done = store.done_keys()
-        for c in cells:
-            print(f"{'stored ' if c.key in done else 'to run '} {c.key}  {c.label()}")
-        print(f"{len(cells)} cells, {sum(c.key in done for c in cells)} stored")
-        return 0
-    kw = {}
-    if args.executor == "local":
-        kw = {"workers": args.workers}
-    elif args.executor == "ray":
-        kw = {
-            "ray_address": args.ray_address,
-            "cpus_per_cell": args.cpus_per_cell,
-            "gpus_per_cell": args.gpus_per_cell,
-        }
-    elif args.executor == "slurm":
-        kw = {
-            "cluster": args.slurm_cluster,
-            "slurm": {
-                "partition": args.slurm_partition,
-                "timeout_min": args.slurm_timeout_min,
-                "cpus_per_task": args.slurm_cpus,
-                "gpus_per_node": args.slurm_gpus,
-                "mem_gb": args.slurm_mem_gb,
-                "array_parallelism": args.slurm_array_parallelism,
-                "account": args.slurm_account,
-            },
-        }
+        return dry_run(grid, args.run_dir)
     summary = run_grid(
         grid,
         args.run_dir,
@@ -244,7 +252,7 @@ def run(args) -> int:
         progress=not args.quiet,
         fail_fast=args.fail_fast,
         limit=args.limit,
-        **kw,
+        **executor_options(args),
     )
     print(summary)
     if not args.no_report and summary.skipped + summary.done > 0:

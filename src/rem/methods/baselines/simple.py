@@ -12,19 +12,18 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register, setting
-from rem.methods.baselines.common import (
-    LossLog,
+from rem.methods.base import Method, MethodConfig, register, setting
+from rem.methods.baselines.layers import last_layers, under
+from rem.methods.common import (
     batches,
     derived_seed,
     forward,
     fresh_model,
-    last_layers,
+    optimizer_for,
     train_forward_mode,
-    under,
+    train_logged,
 )
 from rem.models import shrink
-from rem.runtime import autocast
 from rem.train import fit
 
 
@@ -97,16 +96,9 @@ def _train_ce(model, task, idx, cfg: MethodConfig, ctx, history, params=None, tr
             if name and under(name, train_modules):
                 mod.train()
     opt = optimizer_for(model, cfg, params)
-    log = LossLog(history, len(data))
-    for step, (x, y, idx_b) in cycle(data, cfg.steps):
-        with autocast(dev):
-            loss = F.cross_entropy(forward(model, x, idx_b, mode).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log.add(step, loss.item())
-        ctx.step(step + 1, cfg.steps, loss)
-    log.flush(cfg.steps - 1)
+    train_logged(
+        data, opt, cfg, ctx, history, lambda x, y, idx_b: F.cross_entropy(forward(model, x, idx_b, mode).float(), y)
+    )
 
 
 @register
@@ -179,7 +171,7 @@ class CF2(_LastLayers):
     """Catastrophic forgetting-k (Goel et al. 2022), k = 2: fine-tune only the last k layers on D_r
     (CE, the shared SGD settings); all other layers, batch-norm statistics included, stay bit-identical.
 
-    Uses D_r. Layers as in :func:`rem.methods.baselines.common.layer_groups`.
+    Uses D_r. Layers as in :func:`rem.methods.baselines.layers.layer_groups`.
     """
 
     name = "cf-2"
