@@ -3,7 +3,7 @@
 - data: :func:`batches` (augmented, shuffled, over D_tr[idx]; :func:`forget_batches` over D_f keeps every
   sample), :func:`plain_batches` (non-augmented, in order: importances), :func:`cycle` (steps over epochs);
 - training: :func:`optimizer_for`, :func:`train_steps` (the one training-step loop), :func:`train_logged`
-  (a step budget of it with the loss logged per epoch), :class:`LossLog`;
+  (a step budget of it with the loss logged per epoch), :func:`cross_entropy_loss`, :class:`LossLog`;
 - models: :func:`frozen_copy` (a teacher or reference), :func:`fresh_model`, :func:`derived_seed`,
   :func:`forward` in a forward mode, :func:`train_forward_mode`;
 - losses and selection: :func:`per_sample_ce`, :func:`npo_loss`, :func:`distill_kl`, :func:`proxy`,
@@ -34,6 +34,9 @@ from rem.models import CapacityNet
 from rem.models.capacity import mask_keys
 from rem.runtime import autocast
 from rem.train import make_optimizer
+
+#: A batch's loss (or target) from its images, labels (or targets) and sample indices: ``fn(x, y, idx)``.
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 # --- data -----------------------------------------------------------------------------------------
 
@@ -101,10 +104,10 @@ def optimizer_for(model: CapacityNet, cfg: MethodConfig, params=None) -> torch.o
 def train_steps(
     steps: Iterable[tuple[int, tuple]],
     opt: torch.optim.Optimizer,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: LossFn,
     device,
     *,
-    targets_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    targets_fn: LossFn | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[float, int]:
     """The training-step loop every method that trains runs: one optimiser step per ``(step, (x, y, idx))``
@@ -126,15 +129,24 @@ def train_steps(
     return total, n
 
 
+def cross_entropy_loss(model: nn.Module, mode: str) -> LossFn:
+    """The loss of plain training for :func:`train_steps`: cross-entropy of ``model``'s logits in ``mode``."""
+
+    def loss(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(forward(model, x, idx, mode).float(), y)
+
+    return loss
+
+
 def train_logged(
     data: Batches,
     opt: torch.optim.Optimizer,
     cfg: MethodConfig,
     ctx: Context,
     history: list[dict],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: LossFn,
     *,
-    targets_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    targets_fn: LossFn | None = None,
 ) -> None:
     """``cfg.steps`` steps of :func:`train_steps` over ``data`` (new epochs as needed), the mean loss of every
     epoch of ``data`` appended to ``history`` (:class:`LossLog`) and each step reported to ``ctx``."""

@@ -11,7 +11,14 @@ from torch import nn
 from rem.data.tasks import generator
 from rem.errors import ConfigError
 from rem.methods.base import Method, MethodConfig, register, setting
-from rem.methods.common import batches, forward, plain_batches, train_forward_mode, train_logged
+from rem.methods.common import (
+    batches,
+    cross_entropy_loss,
+    forward,
+    plain_batches,
+    train_forward_mode,
+    train_logged,
+)
 from rem.models import shrink
 
 
@@ -168,7 +175,5 @@ class SalUn(Method):
             }
         )
         model.train()
-        train_logged(
-            data, opt, cfg, ctx, history, lambda x, y, idx: F.cross_entropy(forward(model, x, idx, mode).float(), y)
-        )
+        train_logged(data, opt, cfg, ctx, history, cross_entropy_loss(model, mode))
         return shrink(model)

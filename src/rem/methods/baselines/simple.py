@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from rem.errors import ConfigError
 from rem.methods.base import Method, MethodConfig, register, setting
 from rem.methods.baselines.layers import last_layers, under
 from rem.methods.common import (
     batches,
+    cross_entropy_loss,
     derived_seed,
-    forward,
     fresh_model,
     optimizer_for,
     train_forward_mode,
@@ -96,9 +94,7 @@ def _train_ce(model, task, idx, cfg: MethodConfig, ctx, history, params=None, tr
             if name and under(name, train_modules):
                 mod.train()
     opt = optimizer_for(model, cfg, params)
-    train_logged(
-        data, opt, cfg, ctx, history, lambda x, y, idx_b: F.cross_entropy(forward(model, x, idx_b, mode).float(), y)
-    )
+    train_logged(data, opt, cfg, ctx, history, cross_entropy_loss(model, mode))
 
 
 @register
