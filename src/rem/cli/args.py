@@ -72,29 +72,53 @@ def shown(metrics: dict) -> str:
     return json.dumps(percent_metrics(metrics, 2))
 
 
-def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    """``--data-dir`` and ``--no-download`` (with ``data``), ``--device`` and ``--quiet``."""
-    if data:
-        p.add_argument(
-            "--data-dir",
-            default=None,
-            help="folder holding the data sets (default: "
-            "$REM_DATA_DIR, else ~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
-        )
+def add_data_options(p, download: bool = True) -> None:
+    """``--data-dir`` and (with ``download``) ``--no-download``."""
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding the data sets (default: "
+        "$REM_DATA_DIR, else ~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
+    )
+    if download:
         p.add_argument(
             "--no-download",
             action="store_true",
             help="never download a missing data set; fail with an error instead",
         )
+
+
+def add_device_option(p) -> None:
     p.add_argument(
         "--device",
         default="auto",
         help="compute device: auto (CUDA if available), cpu, cuda, cuda:1 (default auto)",
     )
+
+
+def add_quiet_option(p) -> None:
     p.add_argument(
         "--quiet",
         action="store_true",
         help="no progress bars (they are drawn only when stderr is a terminal anyway)",
+    )
+
+
+def add_common(p, data: bool = True) -> None:
+    """``--data-dir`` and ``--no-download`` (with ``data``), ``--device`` and ``--quiet``."""
+    if data:
+        add_data_options(p)
+    add_device_option(p)
+    add_quiet_option(p)
+
+
+def add_n_corrupt_option(p) -> None:
+    """``--n-corrupt``: |D_c| instead of the profile's."""
+    p.add_argument(
+        "--n-corrupt",
+        type=int_at_least(1),
+        default=None,
+        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)",
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rem.cli.args import int_at_least
+from rem.cli.args import add_data_options, add_device_option, add_n_corrupt_option, add_quiet_option, int_at_least
 from rem.cli.settings import parse_settings
 
 BENCH_EPILOG = """examples:
@@ -62,12 +62,7 @@ def add_parser(sub) -> None:
     g.add_argument(
         "--width", type=float, default=None, help="override the ResNet-9 width multiplier (default: the profile's)"
     )
-    g.add_argument(
-        "--n-corrupt",
-        type=int_at_least(1),
-        default=None,
-        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)",
-    )
+    add_n_corrupt_option(g)
     g.add_argument(
         "--steps",
         type=int_at_least(1),
@@ -153,18 +148,11 @@ def add_parser(sub) -> None:
         help="at most this many jobs of the array at once",
     )
     e.add_argument("--slurm-account", default=None, help="SLURM account to charge")
-    e.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding the data sets (default: $REM_DATA_DIR, else "
-        "~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
-    )
-    e.add_argument("--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1")
+    add_data_options(e, download=False)
+    add_device_option(e)
     e.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell (default: record it, go on)")
     e.add_argument("--no-report", action="store_true", help="do not build the report at the end")
-    e.add_argument(
-        "--quiet", action="store_true", help="no progress bars (they are drawn only when stderr is a terminal anyway)"
-    )
+    add_quiet_option(e)
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from rem.cli.args import TASK_HELP, TASKS, add_common, int_at_least, shown
+from rem.cli.args import TASK_HELP, TASKS, add_common, add_n_corrupt_option, int_at_least, shown
 
 
 def add_parser(sub) -> None:
@@ -31,12 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the corruption, the split and the initialisation (default 0)"
     )
-    p.add_argument(
-        "--n-corrupt",
-        type=int_at_least(1),
-        default=None,
-        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)",
-    )
+    add_n_corrupt_option(p)
     p.add_argument(
         "--steps",
         type=int_at_least(1),
