@@ -40,6 +40,13 @@ def add_parser(sub) -> None:
         "(default all)",
     )
     p.add_argument(
+        "--split-by",
+        default=None,
+        metavar="KEY[,KEY]",
+        help="method settings shown in the method's label, so that cells differing in them are rows of their "
+        "own, e.g. steps to compare unlearning budgets (default: none; such cells are averaged, with a warning)",
+    )
+    p.add_argument(
         "--metrics",
         default="uxh,healed,utility",
         help="comma-separated metrics to draw heatmaps of (default uxh,healed,utility)",
@@ -66,6 +73,7 @@ def run(args) -> int:
         methods=methods,
         pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
         where={m: s for m, s in where.items() if s} or None,
+        split_by=tuple(parse_list(args.split_by) or ()),
     )
     sys.stdout.write(rep.table_md.read_text())
     if rep.warning:
