@@ -24,27 +24,9 @@ from importlib import resources
 from pathlib import Path
 
 from rem.errors import CheckpointError, ConfigError
-from rem.profiles import PROFILES, Profile
-from rem.train import Recipe
+from rem.profiles import PROFILES
 
-#: The demo's profile: the ``cpu`` profile's data (8,000 CIFAR-10 training images at 16×16, |D_c| = 160,
-#: mirrored crop padding) on a half-width ResNet-9 and 2,000 test images, with a short unlearning budget,
-#: so that every method runs in seconds to a minute on two CPU cores.
-DEMO_PROFILE = Profile(
-    "demo",
-    n_train=8000,
-    n_test=2000,
-    image_size=16,
-    arch_kw={"width": 0.5},
-    n_corrupt=160,
-    crop_pad="reflect",
-    rates=(0.5,),
-    seeds=(0,),
-    pretrain_types=("capacity-0.5",),
-    pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
-    unlearn=Recipe(steps=60, batch_size=256, lr=0.005, horizon=0.0, warmup=0.0),
-)
-PROFILES.setdefault("demo", DEMO_PROFILE)
+DEMO_PROFILE = PROFILES["demo"]
 
 #: The shipped starting model (package data) and its sha256; rebuilt by ``python -m rem.demo --build``.
 STARTER_FILE = "demo-poison-capacity-0.5-seed0.safetensors"
