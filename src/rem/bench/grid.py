@@ -76,6 +76,7 @@ class Cell:
     seed: int
     profile: Profile  # resolved (overrides applied)
     method_overrides: tuple[tuple[str, object], ...] = ()  # sorted (name, value) pairs given to get_method
+    relearn: tuple[int, ...] = ()  # the relearning check's sample counts (rem.relearn); () = off
 
     @property
     def overrides(self) -> dict:
@@ -103,7 +104,14 @@ class Cell:
             "profile": cell_profile_dict(self.profile.as_dict()),
             "method_config": self.method_config(),
             "model_layout": MODEL_LAYOUT,
+            **self._relearn_config(),
         }
+
+    def _relearn_config(self) -> dict:
+        """The relearning check's settings, only when on: cells stored without it keep their keys."""
+        from rem.relearn import relearn_settings
+
+        return {"relearn": relearn_settings(self.relearn)} if self.relearn else {}
 
     @cached_property
     def key(self) -> str:
@@ -145,8 +153,12 @@ class Grid:
     pretrain_steps: int | None = None
     expand_ratio: float | None = None  # shortcut of settings["*"]["expand_ratio"] (rem.run.SHORTCUTS)
     settings: dict = field(default_factory=dict)  # {"*": {...}, "<method>": {...}}: other method settings
+    relearn: tuple[int, ...] = ()  # the relearning check after every cell, e.g. (5, 50) (rem.relearn); () = off
 
     def __post_init__(self) -> None:
+        from rem.relearn import parse_ks
+
+        object.__setattr__(self, "relearn", parse_ks(self.relearn))
         for name in ("methods", "exclude_methods", "tasks", "rates", "seeds", "pretrain_types"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -286,7 +298,18 @@ class Grid:
                         ov = self.method_overrides(m, profile, seed)
                         get_method(m, **ov)  # validate once, before any work
                         for rate in profile.rates:
-                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))))
+                            out.append(
+                                Cell(
+                                    m,
+                                    ptype,
+                                    task,
+                                    float(rate),
+                                    int(seed),
+                                    profile,
+                                    tuple(sorted(ov.items())),
+                                    self.relearn,
+                                )
+                            )
         return out
 
 

@@ -8,7 +8,10 @@ Writes into the output folder (default ``<run_dir>/report``):
   and pretraining type, sorted by uxh (plus, in the Markdown, mean uxh per task, uxh per task and
   discovery rate, and the cells where each method collapses, see :func:`rem.report.tables.collapses`);
 - ``redirection.png``: REM's per-round history per task (the paper's Fig. 5), when its cells track it;
-- ``cells.csv``: every finished cell's metrics;
+- ``cells.csv``: every finished cell's metrics (the relearning check's as their own columns, blank for
+  cells stored without it);
+- ``relearn.csv`` and a "Relearning check" section of ``table.md`` / ``report.html``, when cells have the
+  check's figures (:mod:`rem.relearn`): per method, task and rate, each with its gap to ``retrain`` at rate 1.0;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
 
 Everything shows the metrics in percent (the store holds shares), the CSV files to
@@ -22,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rem.paths import write_atomic
+from rem.relearn import is_relearn_metric
 from rem.report.curves import redirection_png
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
 from rem.report.markdown import report_markdown
+from rem.report.relearn import prefer_relearned, relearn_columns, relearn_html, relearn_markdown, relearn_table
 from rem.report.tables import (
     CELL_COLUMNS,
     CSV_DECIMALS,
@@ -40,7 +45,13 @@ from rem.report.tables import (
 )
 from rem.units import SHARE_METRICS
 
-HEATMAP_METRICS = ("uxh", "healed", "utility")
+
+def _relearn_shares(table: list[dict]) -> list[str]:
+    """The share-valued columns of the relearning table (means, SEMs and gaps)."""
+    return [k for k in table[0] if k.endswith(("_mean", "_sem")) or k.startswith("gap_")]
+
+
+HEATMAP_METRICS = ("uxh", "healed", "utility")  # also any relearning metric (relearn_asr_50, ...) on request
 KNOWN_METRICS = SHARE_METRICS
 
 
@@ -120,7 +131,7 @@ def build_report(
     from rem.bench.store import ResultStore
     from rem.errors import ConfigError, StoreError
 
-    bad = [m for m in metrics if m not in KNOWN_METRICS]
+    bad = [m for m in metrics if m not in KNOWN_METRICS and not is_relearn_metric(m)]
     if bad:
         raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
     from rem.paths import check_output_dir
@@ -139,7 +150,7 @@ def build_report(
             return False
         return settings_match(r, where)
 
-    records = [r for r in records if keep(r)]
+    records = prefer_relearned([r for r in records if keep(r)])
     failed = [r for r in failed if keep(r)]
     if not records:
         filters = [
@@ -190,15 +201,21 @@ def build_report(
     if curve is not None:  # the paper's Fig. 5, from REM's per-round history
         pngs["redirection"] = curve
         rep.heatmaps["redirection"] = write_atomic(out / "redirection.png", curve)
-    md = report_markdown(table, by_task, by_rate, collapsed, warning)
+    relearned = relearn_table(rows)  # the relearning check's figures, when cells have them (rem.relearn)
+    md = report_markdown(table, by_task, by_rate, collapsed, warning) + relearn_markdown(relearned)
     write_atomic(rep.table_md, md)
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
     table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
     table_cols.append("wall_s_mean")
     shares += ["uxh_seeds_mean", "uxh_seeds_sem"]
     write_atomic(rep.table_csv, to_csv(in_percent(table, shares, CSV_DECIMALS), table_cols))
-    write_atomic(rep.cells_csv, to_csv(in_percent(rows, SHARE_METRICS, CSV_DECIMALS), CELL_COLUMNS))
+    relearn_cols = relearn_columns(rows)  # their own columns, blank for cells stored without the check
     write_atomic(
-        rep.html, report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
+        rep.cells_csv,
+        to_csv(in_percent(rows, (*SHARE_METRICS, *relearn_cols), CSV_DECIMALS), (*CELL_COLUMNS, *relearn_cols)),
     )
+    if relearned:
+        write_atomic(out / "relearn.csv", to_csv(in_percent(relearned, _relearn_shares(relearned), CSV_DECIMALS)))
+    page = report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
+    write_atomic(rep.html, page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1))
     return rep
