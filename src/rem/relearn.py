@@ -16,6 +16,9 @@ then measured again. Each k of ``ks`` (default 5 and 50) gives, in the cell's ``
 The re-tuning: :data:`STEPS` = 40 SGD steps (lr 0.01, momentum 0.9, weight decay 5e-4; the retuning attack's
 lr, and its 5 epochs of 1,000 samples at batch 128 ≈ 40 steps), each on all 2k samples, augmented as in
 pretraining, the deployed model in ``drop`` mode. Fixed across methods and profiles, so cells compare.
+**[choice]** Batch norm keeps the healed model's running statistics during the re-tuning (inference mode):
+batches of 10 or 100 samples, half of them triggered, would replace them with their own and measure that
+noise instead of relearning (the retuning attack's batches are mostly clean, 5 poisoned in 1,000).
 
 **Reference.** ``retrain`` at rate 1.0 never saw a corrupted sample: its relearning figures are how much a
 clean model picks up from the same re-tuning. The report shows them beside every method's and the gap to
@@ -94,7 +97,7 @@ def retune_idx(task: Task, k: int, seed: int) -> tuple[torch.Tensor, int]:
 def retune(model: torch.nn.Module, task: Task, idx: torch.Tensor, *, device, seed: int = 0, steps: int = STEPS):
     """A copy of ``model`` fine-tuned ``steps`` SGD steps on D_tr[idx] as trained (one batch of all of them)."""
     m = copy.deepcopy(model).to(device)
-    m.train()
+    m.eval()  # batch norm keeps the model's statistics ([choice], module doc)
     opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     data = train_batches(task, idx, device=device, batch_size=len(idx), seed=seed)
     done = 0

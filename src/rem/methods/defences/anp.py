@@ -8,7 +8,8 @@ weight and ξ_k of its bias, |δ|, |ξ| ≤ ε: the neuron computes γ_k·(m_k +
     min_m  α · L(m, 0, 0) + (1 − α) · max_{δ,ξ ∈ [−ε, ε]} L(m, δ, ξ)
 
 on clean data: per iteration, δ and ξ start uniform in [−ε, ε] and take ``anp_steps`` = 1 gradient-ascent
-step (SGD, lr ε / anp_steps) on the cross-entropy, clipped to [−ε, ε]; then one SGD step
+step on the cross-entropy — the gradient's sign times ε / anp_steps, as the authors' code — clipped to
+[−ε, ε]; then one SGD step
 (lr 0.2, momentum 0.9) on the masks, clipped to [0, 1]. Afterwards every neuron with m_k < ``threshold`` =
 0.2 is pruned: its batch-norm weight γ_k is set to 0 in the model (the rest of the model is unchanged).
 Defaults: ε = 0.4, α = 0.2, mask lr 0.2, batch 128, threshold 0.2 (the paper and BackdoorBench's ANP
@@ -111,6 +112,8 @@ def optimise_masks(model, data, cfg: ANPConfig, ctx, history) -> dict[str, torch
                 loss_adv = -F.cross_entropy(pert(x, perturbed=True).float(), y)
                 noise_opt.zero_grad(set_to_none=True)
                 loss_adv.backward()
+                for t in pert.noises():  # a signed step, as the authors' code (FGSM-like, to the box's edge)
+                    t.grad = t.grad.sign()
                 noise_opt.step()
                 pert.clip()
         loss_rob = F.cross_entropy(pert(x, perturbed=cfg.eps > 0).float(), y)

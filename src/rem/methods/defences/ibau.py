@@ -21,9 +21,11 @@ Each of ``n_rounds`` = 5 rounds:
 
 Defaults are the paper's and the authors' MIT-licensed release (``n_rounds`` 5, ``K`` 5, Adam lr 0.001,
 batch 100, the inner step sizes 10 and 0.1, the regularisers 0.001 and 0.0001, the radius 10, the 1 %
-portion). **[choice]** δ lives in the model's normalised input space (the release adds it to its loader's
-tensors); batch norm is in inference mode throughout (its running statistics do not move), so every
-forward pass of one outer step sees the same function.
+portion). δ is in [0, 1] pixel units, as the release's unnormalised images (rem's models take normalised
+images: δ is divided by the data set's per-channel std on the way in); batch norm is in inference mode
+throughout, as the release's ``model.eval()`` (its running statistics do not move). The release's
+``defense.py`` leaves the L2 projection commented out; here it is on, as the paper's constraint ‖δ‖ ≤ C
+(radius 10 in pixel units is loose: the whole image at ±0.3).
 
 **Budget [choice]:** ``steps`` outer (hypergradient) steps in all, split evenly over the rounds, each round's
 inner pass over as many batches — the release runs its rounds over the whole clean set (5,000 CIFAR-10
@@ -64,19 +66,20 @@ class IBAUConfig(DefenceConfig):
             raise ConfigError(f"i-bau: portion is a share in [0, 1], got {self.portion}")
 
 
-def inner_loss(model, delta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The inner objective the fixed-point map descends: −CE(f(x + δ), y) + 10⁻⁴‖δ‖²."""
-    return -F.cross_entropy(model(x + delta).float(), y) + 1e-4 * delta.pow(2).sum()
+def inner_loss(model, delta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, scale) -> torch.Tensor:
+    """The inner objective the fixed-point map descends: −CE(f(x + δ), y) + 10⁻⁴‖δ‖² (δ in pixel units,
+    ``scale`` taking it to the normalised input space)."""
+    return -F.cross_entropy(model(x + delta * scale).float(), y) + 1e-4 * delta.pow(2).sum()
 
 
-def hypergradient(model, params, delta, x0, y0, outer, cfg: IBAUConfig) -> list[torch.Tensor]:
+def hypergradient(model, params, delta, x0, y0, outer, cfg: IBAUConfig, scale) -> list[torch.Tensor]:
     """∇_θ of ``outer(δ)`` through δ*(θ), by K fixed-point iterations (the Neumann series) of
     v ← (∂Φ/∂δ)ᵀ v + ∇_δ L_out, with Φ(δ, θ) = δ − η ∇_δ inner_loss(δ, θ)."""
     delta = delta.detach().requires_grad_(True)
     o_loss = outer(delta)
     g_delta, *g_theta = torch.autograd.grad(o_loss, [delta, *params], allow_unused=True)
     g_theta = [torch.zeros_like(p) if g is None else g for g, p in zip(g_theta, params)]
-    (d_inner,) = torch.autograd.grad(inner_loss(model, delta, x0, y0), delta, create_graph=True)
+    (d_inner,) = torch.autograd.grad(inner_loss(model, delta, x0, y0, scale), delta, create_graph=True)
     mapped = delta - cfg.inner_lr * d_inner  # Φ(δ, θ), with its graph to δ and θ
     v = torch.zeros_like(delta)
     for _ in range(cfg.K):
@@ -105,7 +108,9 @@ class IBAU(Method):
         model = deployed(model).eval()  # batch norm in inference mode throughout ([choice], module doc)
         params = [p for p in model.parameters() if p.requires_grad]
         pool = clean_pool(task, forget_idx, cfg.clean_subset)
-        data = endless(plain_shuffled(task, pool, cfg.ibau_batch_size, dev, derived_seed(cfg.seed, "ibau-data")))
+        batches = plain_shuffled(task, pool, cfg.ibau_batch_size, dev, derived_seed(cfg.seed, "ibau-data"))
+        scale = 255.0 / batches.norm.std  # δ in [0, 1] pixel units, as the release's unnormalised images
+        data = endless(batches)
         gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "ibau-portion"))
         opt = torch.optim.Adam(params, lr=cfg.outer_lr)
         per_round = max(1, math.ceil(cfg.steps / cfg.n_rounds))
@@ -115,7 +120,7 @@ class IBAU(Method):
             if n <= 0:
                 break
             round_batches = [next(data) for _ in range(n)]
-            delta = self._max_perturbation(model, round_batches, cfg)
+            delta = self._max_perturbation(model, round_batches, cfg, scale)
             x0, y0, _ = round_batches[0]
             losses = []
             for x, y, _ in round_batches:
@@ -124,9 +129,9 @@ class IBAU(Method):
                 chosen[torch.randperm(len(x), generator=gen)[:k].to(dev)] = 1.0
 
                 def outer(d, x=x, y=y, chosen=chosen):
-                    return F.cross_entropy(model(x + chosen * d).float(), y)
+                    return F.cross_entropy(model(x + chosen * d * scale).float(), y)
 
-                grads = hypergradient(model, params, delta, x0, y0, outer, cfg)
+                grads = hypergradient(model, params, delta, x0, y0, outer, cfg, scale)
                 for p, g in zip(params, grads):
                     p.grad = g.detach()
                 opt.step()
@@ -142,7 +147,7 @@ class IBAU(Method):
         return model
 
     @staticmethod
-    def _max_perturbation(model, round_batches, cfg: IBAUConfig) -> torch.Tensor:
+    def _max_perturbation(model, round_batches, cfg: IBAUConfig, scale) -> torch.Tensor:
         """The round's universal perturbation: one SGD step per batch on −CE(f(x + δ), f's predictions) +
         0.001‖δ‖², from δ = 0, then projected onto the L2 ball of radius C."""
         x_first = round_batches[0][0]
@@ -151,7 +156,7 @@ class IBAU(Method):
         for x, _, _ in round_batches:
             with torch.no_grad():
                 pred = model(x).argmax(1)
-            loss = -F.cross_entropy(model(x + delta).float(), pred) + 1e-3 * delta.pow(2).sum()
+            loss = -F.cross_entropy(model(x + delta * scale).float(), pred) + 1e-3 * delta.pow(2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
