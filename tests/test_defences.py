@@ -202,3 +202,28 @@ def test_defences_take_d_r_or_the_clean_subset(task):
     undiscovered = task.corrupt_idx[~torch.isin(task.corrupt_idx, forget)]
     assert torch.isin(undiscovered, d_r).all() and not torch.isin(undiscovered, clean).any()
     assert not torch.isin(forget, d_r).any() and len(d_r) - len(clean) == len(undiscovered)
+
+
+# --- on a user's own model and data -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["neural-cleanse", "anp", "i-bau", "fst"])
+def test_defences_run_on_a_users_plain_module(method, gen_data):
+    import rem
+
+    x, y = gen_data.x_train[:120].numpy(), gen_data.y_train[:120].numpy()
+    model = Planted()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    healed, history = rem.unlearn(model, (x, y), [0, 5, 9], method, device="cpu", steps=2, batch_size=32)
+    assert type(healed) is Planted and isinstance(history, list)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="ground truth"):
+        rem.unlearn(model, (x, y), [0, 5, 9], method, device="cpu", steps=2, clean_subset=True)
+
+
+def test_anp_refuses_a_users_model_without_batch_norm(gen_data):
+    import rem
+
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32), nn.ReLU(), nn.Linear(32, 10))
+    with pytest.raises(ConfigError, match="batch-norm"):
+        rem.unlearn(mlp, (gen_data.x_train[:40].numpy(), gen_data.y_train[:40].numpy()), [1], "anp", device="cpu")

@@ -26,7 +26,7 @@ from torch import nn
 
 from rem.data.loader import Batches, train_batches
 from rem.data.tasks import Task
-from rem.errors import ConfigError
+from rem.errors import ConfigError, RemError
 from rem.methods.base import MethodConfig, setting
 from rem.models import CapacityNet, shrink
 
@@ -48,7 +48,14 @@ def clean_pool(task: Task, forget_idx: torch.Tensor, clean_subset: bool) -> torc
     retain = task.retain_idx(forget_idx)
     if not clean_subset:
         return retain
-    return retain[~torch.isin(retain, task.corrupt_idx)]
+    try:
+        corrupt = task.corrupt_idx
+    except RemError as e:  # a user's data set (rem.data.user): D_c is unknown
+        raise ConfigError(
+            "clean_subset=true needs the ground truth (which samples are corrupted); a user's data set has none: "
+            "leave clean_subset false"
+        ) from e
+    return retain[~torch.isin(retain, corrupt)]
 
 
 def deployed(model: CapacityNet) -> CapacityNet:
