@@ -227,3 +227,11 @@ def test_anp_refuses_a_users_model_without_batch_norm(gen_data):
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 32), nn.ReLU(), nn.Linear(32, 10))
     with pytest.raises(ConfigError, match="batch-norm"):
         rem.unlearn(mlp, (gen_data.x_train[:40].numpy(), gen_data.y_train[:40].numpy()), [1], "anp", device="cpu")
+
+
+@pytest.mark.parametrize("method", ["neural-cleanse", "i-bau", "fst"])
+def test_defences_run_on_the_vit(method, task):
+    # i-bau differentiates twice through attention: the fused attention kernels have no double backward
+    v = vit(num_classes=10, image_size=16, patch=4, dim=16, depth=1, heads=2, head_dim=8, mlp=16)
+    out, _ = get_method(method, steps=2, batch_size=32).unlearn(v, task, task.forget_idx(0.5))
+    assert type(out).__name__ == "ViT" and not out.has_extra

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rem.errors import ConfigError
 from rem.methods.base import Method, register, setting
@@ -103,6 +104,12 @@ class IBAU(Method):
     uses = "D_r"
 
     def _unlearn(self, model, task, forget_idx, ctx, history):
+        # the hypergradient differentiates twice: attention must use the math kernel (the fused ones have no
+        # double backward), which computes the same function
+        with sdpa_kernel([SDPBackend.MATH]):
+            return self._run(model, task, forget_idx, ctx, history)
+
+    def _run(self, model, task, forget_idx, ctx, history):
         cfg: IBAUConfig = self.config
         dev = ctx.device
         model = deployed(model).eval()  # batch norm in inference mode throughout ([choice], module doc)
