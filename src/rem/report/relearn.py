@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import math
 
-from rem.relearn import is_relearn_metric
+from rem.relearn import LR, STEPS, is_relearn_metric
 from rem.report.model import Table
 from rem.report.tables import fmt_pm, mean_sem
 from rem.units import percent
 
 NOTE = (
-    "Relearning check (rem.relearn): a copy of the healed model re-tuned 40 SGD steps (lr 0.01) on k corrupted "
+    f"Relearning check (rem.relearn): a copy of the healed model re-tuned {STEPS} SGD steps (lr {LR:g}) on k "
+    "corrupted "
     "samples and k clean ones, then measured again; mean ± SEM over seeds, in percent. Δ clean: the gap to the "
     "clean reference, retrain at rate 1.0 put through the same re-tuning (— without one): a healing that holds "
     "relearns no more than the clean model (Δ relearned ASR ≈ 0, Δ relearned healed ≈ 0)."
