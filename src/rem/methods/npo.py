@@ -45,41 +45,6 @@ class NPOConfig(ForgetConfig):
     beta: float = setting(1.0, "inverse temperature β of the NPO loss")
 
 
-def forget_until(
-    model: CapacityNet,
-    task: Task,
-    forget_idx: torch.Tensor,
-    cfg: MethodConfig,
-    ctx: Context,
-    history: list[dict],
-    forget_loss: ForgetLoss,
-) -> CapacityNet:
-    """One epoch of ``forget_loss`` at a time until Acc(D_f) ≤ γ (at most ``cfg.max_epochs``); best epoch."""
-    dev = ctx.device
-    ref = copy.deepcopy(model).eval().requires_grad_(False)  # θ_o1-only reference (drop mode)
-
-    @torch.no_grad()
-    def ref_ce(x, y, idx):
-        with autocast(dev):
-            return per_sample_ce(ref(x, mode="drop"), y)
-
-    retain_idx = task.retain_idx(forget_idx)
-    opt = optimizer_for(model, cfg)
-    fb = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
-    best = BestState()
-    for epoch in range(cfg.max_epochs):
-        _, _, racc = remove_phase(model, ref_ce, fb, opt, 1, cfg.gamma, forget_loss, cfg.forget_bn_frozen)
-        score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
-        history.append({"epoch": epoch, "aug_acc_f": racc, "proxy": score, "acc_drop_r": acc_r, "acc_drop_f": acc_f})
-        best.offer(score, model, epoch)
-        ctx.step(epoch + 1, cfg.max_epochs)
-        if racc <= cfg.gamma:
-            break
-    best.restore(model)
-    history.append({"best_round": best.round, "best_proxy": best.score})
-    return shrink(model)
-
-
 @register
 class NPO(Method):
     """NPO alone (SPEC §4 step 2 / §5): NPO on D_f with a θ_o1-only reference, best epoch by the proxy."""
@@ -106,3 +71,42 @@ class Ascent(Method):
 
     def _unlearn(self, model, task, forget_idx, ctx, history):
         return forget_until(model, task, forget_idx, self.config, ctx, history, ascent_objective)
+
+
+def forget_until(
+    model: CapacityNet,
+    task: Task,
+    forget_idx: torch.Tensor,
+    cfg: MethodConfig,
+    ctx: Context,
+    history: list[dict],
+    forget_loss: ForgetLoss,
+) -> CapacityNet:
+    """One epoch of ``forget_loss`` at a time until Acc(D_f) ≤ γ (at most ``cfg.max_epochs``); best epoch."""
+    dev = ctx.device
+    ref = copy.deepcopy(model).eval().requires_grad_(False)  # θ_o1-only reference (drop mode)
+
+    @torch.no_grad()
+    def ref_ce(x, y, idx):
+        with autocast(dev):
+            return per_sample_ce(ref(x, mode="drop"), y)
+
+    retain_idx = task.retain_idx(forget_idx)
+    opt = optimizer_for(model, cfg)
+    forget_set_batches = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
+    best = BestState()
+    for epoch in range(cfg.max_epochs):
+        _, _, aug_acc_f = remove_phase(
+            model, ref_ce, forget_set_batches, opt, 1, cfg.gamma, forget_loss, cfg.forget_bn_frozen
+        )
+        score, acc_r, acc_f = proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
+        history.append(
+            {"epoch": epoch, "aug_acc_f": aug_acc_f, "proxy": score, "acc_drop_r": acc_r, "acc_drop_f": acc_f}
+        )
+        best.offer(score, model, epoch)
+        ctx.step(epoch + 1, cfg.max_epochs)
+        if aug_acc_f <= cfg.gamma:
+            break
+    best.restore(model)
+    history.append({"best_round": best.round, "best_proxy": best.score})
+    return shrink(model)

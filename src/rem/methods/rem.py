@@ -1,10 +1,12 @@
-"""REM — Redirection for Erasing Memory (Schoepf et al., ICLR 2026), SPEC §4 — with its oracle and ablations.
+"""REM — Redirection for Erasing Memory (Schoepf et al., ICLR 2026; docs/spec.md §4), its oracle and ablation.
+
+The corruption a model memorised is moved into extra units that are then cut off:
 
 1. **Expand** θ_o1 by extra units θ_o2 (``expand_ratio`` r; an ETD model already has them) and freeze a
    copy as the reference θ_ref, whose logits are taken in ``mask`` mode (D_f through the shared mask).
 2. **Remove**: with θ_o2 dropped, minimise NPO on D_f one epoch at a time until the dropped model's
-   accuracy on D_f (corrupted labels, augmented images, measured in that epoch's forward passes) is
-   ≤ γ, at most ``max_epochs`` epochs. Not counted in the step budget.
+   accuracy on D_f (corrupted labels, augmented images) is ≤ γ, at most ``max_epochs`` epochs. Not counted
+   in the step budget.
 3. **Redirect**: one epoch over all of D_tr minimising, per batch,
    mean[(2/β)·log σ(β·(CE_mask − CE_ref)) − 1[x∈D_f]·(2/β)·log σ(β·(CE_drop − CE_ref))],
    all of D_f routed through one shared mask, so the corruption settles in θ_o2.
@@ -12,48 +14,22 @@
    Acc_drop(D_r)·(1 − max(Acc_drop(D_f), γ)) on training labels and keep the best round.
 5. **Drop** θ_o2 physically and return θ_o1 of the best round (the original parameter count).
 
-Registered variants: ``rem``; ``rem-ideal`` (oracle: all of D_c shares the mask and is in the removal
-term of step 3; step 2 still uses D_f); ``rem-no-remove`` (no removal term in step 3). Step 2 alone is
-``npo`` (:mod:`rem.methods.npo`); step 2 itself lives in :mod:`rem.methods.forget`, shared by both.
-``rem-discover`` (:mod:`rem.methods.rem_discover`) grows the shared set through :meth:`REM._grow`, a hook
-called at the start of every round that plain REM leaves empty; step 1 is :func:`expand_step` and
-:func:`reference`, which the ``rem`` discovery score (:mod:`rem.discovery.scores`) runs too.
+Registered here: ``rem``; ``rem-ideal`` (oracle: all of D_c shares the mask and is in the removal term of
+step 3); ``rem-no-remove`` (no removal term in step 3). Step 2 lives in :mod:`rem.methods.forget`, shared
+with ``npo``; ``rem-discover`` and the **[beyond]** ``rem-reinit`` / ``rem-sp`` subclass :class:`REM` through
+its two hooks (:meth:`REM._grow`, :meth:`REM._reset`).
 
-**Batch norm in each phase** (SPEC §4, as the authors' code runs it): step 2 trains in training mode
-(BN normalises by the D_f batch and updates its running statistics); step 3 runs the masked forward and
-the dropped forward on the *whole* batch in training mode, the removal term's loss zeroed outside D_f;
-the reference θ_ref and every accuracy used for stopping, selection or evaluation run in inference mode.
-(Before this, ``rem`` froze BN in step 2 and ran the dropped forward on the D_f rows alone: measured on
-the authors' own loop, each of the two cost healing on interclass. The D_f-rows-only forward is gone;
-the frozen BN of step 2 stays as an option, ``forget_bn_frozen`` (off by default), in REM, NPO and ascent.)
+Batch norm follows the authors' code: training mode in steps 2 and 3 (step 3 runs the masked and the
+dropped forward on the whole batch, the removal term zeroed outside D_f); inference mode for θ_ref and
+every accuracy. ``forget_bn_frozen`` keeps it in inference mode in step 2 instead.
 
-Departures, all **[choice]** where SPEC leaves room: one SGD optimiser serves both phases (the
-momentum it carries is the paper code's behaviour); the step-2 stopping accuracy is measured after each
-epoch on augmented D_f images in inference mode; in the last round the redirect epoch stops mid-way when
-the budget is reached. **[beyond]** ``expand_ratio`` below 1 and ``soft_mask``.
-
-Two behaviours of the authors' code were measured against ours (``cpu`` profile, interclass, discovery
-0.5, seed 0, the same starting model; ``rem bench --set rem.<key>=...``), and ours kept:
-
-- θ_o2 at the start (``extra_init``): theirs is the reserved half of a capacity-0.5 network, default-
-  initialised, shrunk by weight decay during pretraining, with BN statistics that tracked it; ours is
-  fresh default initialisation with BN statistics (0, 1), as SPEC §3 says. Emulating theirs
-  (``extra_init="pretrained"``) gave the same selected round and uxh (16.2 vs 16.2; healed 21.3 both).
-- Model selection (``select_on``, ``keep_start``) **[choice]**: theirs scores the proxy on augmented
-  images and lets the starting model compete; on the same trajectory that picked the last round (uxh
-  12.1) where ours, on clean images, picked the first (uxh 16.2). The starting model never won (its
-  proxy is ~0.04: it still fits ~96 % of D_f), so ``keep_start`` made no difference there.
-
-On a ViT, θ_o2 is by default extra *tokens* (``partition="auto"`` resolves to ``"tokens"``), the authors'
-token-axis split, not SPEC §3's [choice] of heads and MLP units (``partition="units"``, still an option):
-measured on the `cpu-vit` grid's starting models (README, "The partition choice"), tokens healed more on
-all three tasks at rates 0.1 / 0.5 / 1.0 at ~25 % less time. On ResNet-9 and user models ``auto`` is
-``"units"``.
-
-Per round, for analysis only (never used for selection), the history also records ``track_*``: the
-dropped model's healed, utility and accuracy on D_f, and the masked model's accuracy on D_f (SPEC §7:
-θ_o1 forgets while θ_o2 takes the corruption over); ``track=False`` leaves them out. Every accuracy in
-the history is a share in [0, 1], as everywhere in rem.
+Departures, **[choice]** where the paper leaves room: one SGD optimiser serves both phases (the momentum
+it carries is the authors' behaviour); step 2's stopping accuracy is measured after each epoch; the last
+redirect epoch stops when the budget is reached; the proxy reads clean images (``select_on``) and the
+starting model is not a candidate (``keep_start``); θ_o2 starts from a fresh default initialisation
+(``extra_init``). The last three have an option reproducing the authors' code; the comparisons are on the
+method page of the documentation. **[beyond]** ``expand_ratio`` other than 1 and ``soft_mask``. On a ViT,
+θ_o2 is by default extra tokens (``partition="auto"``), the authors' token axis.
 """
 
 from __future__ import annotations
@@ -100,15 +76,6 @@ class REMConfig(MethodConfig):
     soft_mask: bool = setting(False, "**[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)")
     remove_term: bool = setting(True, "the removal term of step 3 (False: the `rem-no-remove` ablation)")
     ideal: bool = setting(False, "the oracle: all of D_c shares the mask and is in the removal term")
-    extra_init: str = setting(
-        "default",
-        "θ_o2 at the start: 'default' = fresh default initialisation, BN "
-        "statistics (0, 1); 'pretrained' = as the authors' reserved half arrives "
-        "(default init shrunk by the pretraining's weight decay, BN statistics that "
-        "tracked it), emulated from the pretraining recipe",
-    )
-    select_on: str = setting("clean", "images the proxy's accuracies use: 'clean' or 'augmented' (authors')")
-    keep_start: bool = setting(False, "the starting model is a candidate of the selection (authors')")
     track: bool = setting(True, "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked")
     forget_bn_frozen: bool = setting(False, "option (not the authors'): batch norm in inference mode in step 2")
     partition: str = setting(
@@ -119,6 +86,17 @@ class REMConfig(MethodConfig):
         keyed_when_set=True,
         absent="units",  # cells stored before the setting existed ran with units
     )
+
+    # -- the authors' code, emulated (their behaviour where ours is a [choice]) --
+    extra_init: str = setting(
+        "default",
+        "θ_o2 at the start: 'default' = fresh default initialisation, BN "
+        "statistics (0, 1); 'pretrained' = as the authors' reserved half arrives "
+        "(default init shrunk by the pretraining's weight decay, BN statistics that "
+        "tracked it), emulated from the pretraining recipe",
+    )
+    select_on: str = setting("clean", "images the proxy's accuracies use: 'clean' or 'augmented' (authors')")
+    keep_start: bool = setting(False, "the starting model is a candidate of the selection (authors')")
 
     def validate(self) -> None:
         if self.beta <= 0:
@@ -146,43 +124,161 @@ class REMConfig(MethodConfig):
         return dataclasses.replace(self, partition="tokens" if tokens else "units")
 
 
-@torch.no_grad()
-def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> None:
-    """θ_o2 as the authors' reserved half arrives after pretraining (``extra_init="pretrained"``).
+@register
+class REM(Method):
+    """REM (SPEC §4): expand, remove (NPO through θ_o1), redirect (shared mask into θ_o2), drop θ_o2."""
 
-    In their capacity-0.5 model the reserved units get no loss gradient (their outputs are zeroed, and so
-    are the inputs of their outgoing weights), so pretraining only shrinks them by weight decay: with SGD
-    momentum μ, a factor exp(−wd/(1−μ)·Σ_t lr_t). Batch norm tracked their pre-gate statistics: a few
-    training-mode passes in ``drop`` mode (computed at full width: a zero mask) recompute those, and the
-    kept channels' statistics are put back.
+    name = "rem"
+    order = 1
+    config_cls = REMConfig
+    summary = "Redirection for Erasing Memory: push D_f out of θ_o1, let corruption settle in extra units, cut them"
+    uses = "D_f, D_tr"
+
+    @classmethod
+    def label(cls, config: dict) -> str:
+        """The name, with a non-default extra capacity or a soft mask, e.g. ``rem (r=0.25)``: cells of
+        another expansion ratio are another row of the report's tables and another panel."""
+        tags = cls._tags(config)
+        return f"{cls.name} ({', '.join(tags)})" if tags else cls.name
+
+    @classmethod
+    def _tags(cls, config: dict) -> list[str]:
+        tags = []
+        if config.get("expand_ratio", 1.0) != 1.0:
+            tags.append(f"r={config['expand_ratio']:g}")
+        if config.get("soft_mask"):
+            tags.append("soft mask")
+        if config.get("partition", "units") not in ("units", "auto"):
+            tags.append(f"{config['partition']} axis")
+        return tags
+
+    def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
+        """Called at the start of every round, before step 2: a variant may add samples to the shared
+        mask (``shared``, bool over D_tr) and to step 3's removal term (``removal``, 0/1 floats), in place,
+        and return what goes into the round's record. REM adds nothing (``rem-discover`` does)."""
+        return {}
+
+    def _reset(self, model, task, ctx) -> dict:
+        """Called once after step 1 (θ_ref already frozen): a variant may make θ_o1 forget, whatever D_f
+        is, in place, and return what goes into the history. REM does nothing (:mod:`rem.methods.rem_reset`)."""
+        return {}
+
+    def _unlearn(self, model, task, forget_idx, ctx, history):
+        cfg: REMConfig = self.config
+        dev = ctx.device
+        # -- step 1: expand θ_o1 by θ_o2, freeze the reference ------------------------------------------
+        model = expand_step(model, task, cfg, ctx)
+        shared = task.membership(task.corrupt_idx if cfg.ideal else forget_idx).to(dev)  # who shares the mask
+        removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
+        ref_ce, keys = reference(model, shared, dev)
+        reset = self._reset(model, task, ctx)  # a [beyond] variant's D_f-independent forgetting (REM: none)
+        if reset:
+            history.append({"phase": "reset", **reset})
+
+        retain_idx = task.retain_idx(forget_idx)
+        optimizer = optimizer_for(model, cfg)
+        forget_set_batches = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
+        all_batches = train_batches(task, None, device=dev, batch_size=cfg.batch_size, seed=cfg.seed)
+        select = _Selection(task, forget_idx, retain_idx, cfg, dev)
+        best = BestState()
+        if cfg.keep_start:  # the starting model (θ_o2 dropped) is the bar to beat
+            best.offer(select.score(model)[0], model, -1)
+        step, rnd = 0, 0
+        while rnd == 0 or step < cfg.steps:
+            grown = self._grow(rnd, model, task, forget_idx, shared, removal, ctx)
+            # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) ------------------------
+            remove_epochs, remove_steps, remove_acc = remove_phase(
+                model,
+                ref_ce,
+                forget_set_batches,
+                optimizer,
+                cfg.max_epochs,
+                cfg.gamma,
+                npo_objective(cfg.beta),
+                cfg.forget_bn_frozen,
+            )
+            # -- step 3: one epoch of redirection over all of D_tr ---------------------------------------
+            step = redirect_epoch(model, all_batches, ref_ce, keys, removal, optimizer, cfg, ctx, step)
+            # -- step 4: score the round by the proxy, keep the best --------------------------------------
+            score, acc_r, acc_f = select.score(model)
+            acc_mask = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys)
+            history.append(
+                {
+                    "round": rnd,
+                    "steps": step,
+                    "remove_epochs": remove_epochs,
+                    "remove_steps": remove_steps,
+                    "remove_acc": remove_acc,
+                    "proxy": score,
+                    "acc_drop_r": acc_r,
+                    "acc_drop_f": acc_f,
+                    "acc_mask_f": acc_mask,
+                    **(_track(model, task, forget_idx, dev, acc_mask) if cfg.track else {}),
+                    **grown,
+                }
+            )
+            best.offer(score, model, rnd)
+            rnd += 1
+            if cfg.steps == 0:
+                break
+        # -- step 5: drop θ_o2, return θ_o1 of the best round -------------------------------------------
+        best.restore(model)
+        history.append({"best_round": best.round, "best_proxy": best.score})
+        return shrink(model)
+
+
+@register
+class REMIdeal(REM):
+    """REM (IDEAL), the oracle of docs/spec.md §4: all of D_c shares the mask and is in step 3's removal term."""
+
+    name = "rem-ideal"
+    order = 2
+    summary = "REM oracle: the whole corrupted set D_c shares the mask and is pushed out of θ_o1 (needs D_c)"
+    uses = "D_f, D_c, D_tr"
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **{"ideal": True, **overrides})
+
+
+@register
+class REMNoRemove(REM):
+    """Ablation: REM without the removal term of step 3 (step 2 still runs every round)."""
+
+    name = "rem-no-remove"
+    order = 3
+    summary = "REM ablation: redirect without the removal term in step 3"
+
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **{"remove_term": False, **overrides})
+
+
+# -- the steps' pieces ------------------------------------------------------------------------------
+
+
+def redirect_epoch(model, batches, ref_ce, keys, removal, optimizer, cfg: REMConfig, ctx: Context, step: int) -> int:
+    """Step 3: one epoch of the redirect loss over ``batches`` (all of D_tr), stopping when ``cfg.steps``
+    steps are done in all; ``removal`` (0/1 over D_tr) marks the removal term's samples. Returns the step count.
     """
-    device = torch.device(device)
-    lr_sum = sum(recipe.lr_at(t) for t in range(recipe.steps))
-    mom = recipe.momentum if recipe.optimizer == "sgd" else 0.0
-    shrink_by = math.exp(-recipe.weight_decay / (1 - mom) * lr_sum)
-    extra = model.extra_param_masks()
-    for name, prm in model.named_parameters():
-        prm[extra[name]] *= shrink_by
-    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
-    saved = {n: (m.running_mean.clone(), m.running_var.clone(), m.momentum) for n, m in bns.items()}
-    for m in bns.values():
-        m.momentum = None  # cumulative average over the calibration passes
-        m.reset_running_stats()
-    was = model.training
     model.train()
-    batches = train_batches(task, None, device=device, batch_size=recipe.batch_size, seed=seed + 7)
-    zeros = [torch.zeros(1, e, device=device) for e in model.extra]  # drop mode, computed at full width
-    for i, (x, _, _) in enumerate(batches):
-        if i == 10:
+    for x, y, idx in batches:
+        if step >= cfg.steps:
             break
-        with autocast(device):
-            model(x, mode="mask", masks=[z.expand(len(x), -1) for z in zeros])
-    model.train(was)
-    for n, m in bns.items():
-        mean, var, momentum = saved[n]
-        kept = ~extra[f"{n}.weight"]
-        m.running_mean[kept], m.running_var[kept] = mean[kept], var[kept]
-        m.momentum = momentum
+        in_removal = removal[idx]
+        with autocast(ctx.device):
+            ce_ref = ref_ce(x, y, idx)
+            ce_mask = per_sample_ce(model(x, mode="mask", keys=keys(idx)), y)
+            loss = (2.0 / cfg.beta) * torch.nn.functional.logsigmoid(cfg.beta * (ce_mask - ce_ref))
+            if cfg.remove_term:  # whole batch in training mode, loss zeroed outside D_f
+                with torch.set_grad_enabled(bool(in_removal.any())):
+                    ce_drop = per_sample_ce(model(x, mode="drop"), y)
+                loss = loss + in_removal * npo_loss(ce_drop, ce_ref, cfg.beta)
+            loss = loss.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        ctx.step(step, cfg.steps, loss.detach())
+    return step
 
 
 def expand_tokens(model: CapacityNet, ratio: float, seed: int = 0) -> CapacityNet:
@@ -229,12 +325,24 @@ def reference(model: CapacityNet, shared: torch.Tensor, dev):
     return ref_ce, keys
 
 
-def _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_batches):
-    """(proxy, Acc_drop(D_r), Acc_drop(D_f)) on training labels: clean images, or augmented ones."""
-    if cfg.select_on == "clean":
-        return proxy(model, task, forget_idx, retain_idx, cfg.gamma, dev)
-    acc_r, acc_f = (aug_acc(model, b) for b in aug_batches)
-    return acc_r * (1 - max(acc_f, cfg.gamma)), acc_r, acc_f
+class _Selection:
+    """Step 4's proxy (Acc_drop(D_r), Acc_drop(D_f) on training labels): on clean images, or augmented ones
+    (``select_on="augmented"``, the authors'), whose batches are drawn once."""
+
+    def __init__(self, task, forget_idx, retain_idx, cfg: REMConfig, dev) -> None:
+        self.task, self.forget_idx, self.retain_idx, self.gamma, self.dev = task, forget_idx, retain_idx, cfg.gamma, dev
+        self.augmented = (
+            [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2) for i in (retain_idx, forget_idx)]
+            if cfg.select_on == "augmented"
+            else None
+        )
+
+    def score(self, model) -> tuple[float, float, float]:
+        """(proxy, Acc_drop(D_r), Acc_drop(D_f)), shares."""
+        if self.augmented is None:
+            return proxy(model, self.task, self.forget_idx, self.retain_idx, self.gamma, self.dev)
+        acc_r, acc_f = (aug_acc(model, b) for b in self.augmented)
+        return acc_r * (1 - max(acc_f, self.gamma)), acc_r, acc_f
 
 
 def _track(model, task, forget_idx, dev, acc_mask_f: float) -> dict:
@@ -253,137 +361,43 @@ def _track(model, task, forget_idx, dev, acc_mask_f: float) -> dict:
     }
 
 
-@register
-class REM(Method):
-    """REM (SPEC §4): expand, remove (NPO through θ_o1), redirect (shared mask into θ_o2), drop θ_o2."""
-
-    name = "rem"
-    order = 1
-    config_cls = REMConfig
-    summary = "Redirection for Erasing Memory: push D_f out of θ_o1, let corruption settle in extra units, cut them"
-    uses = "D_f, D_tr"
-
-    @classmethod
-    def label(cls, config: dict) -> str:
-        """The name, with a non-default extra capacity or a soft mask, e.g. ``rem (r=0.25)``: cells of
-        another expansion ratio are another row of the report's tables and another panel."""
-        tags = cls._tags(config)
-        return f"{cls.name} ({', '.join(tags)})" if tags else cls.name
-
-    @classmethod
-    def _tags(cls, config: dict) -> list[str]:
-        tags = []
-        if config.get("expand_ratio", 1.0) != 1.0:
-            tags.append(f"r={config['expand_ratio']:g}")
-        if config.get("soft_mask"):
-            tags.append("soft mask")
-        if config.get("partition", "units") not in ("units", "auto"):
-            tags.append(f"{config['partition']} axis")
-        return tags
-
-    def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
-        """Called at the start of every round, before step 2: a variant may add samples to the shared
-        mask (``shared``, bool over D_tr) and to step 3's removal term (``removal``, 0/1 floats), in place,
-        and return what goes into the round's record. REM adds nothing (``rem-discover`` does)."""
-        return {}
-
-    def _unlearn(self, model, task, forget_idx, ctx, history):
-        cfg: REMConfig = self.config
-        dev = ctx.device
-        # -- step 1: expand θ_o1 by θ_o2 and freeze the reference -------------------------------------
-        model = expand_step(model, task, cfg, ctx)
-        shared_set = task.corrupt_idx if cfg.ideal else forget_idx  # who shares the one mask
-        shared = task.membership(shared_set).to(dev)
-        removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
-        ref_ce, keys = reference(model, shared, dev)
-
-        retain_idx = task.retain_idx(forget_idx)
-        opt = optimizer_for(model, cfg)
-        fbatches = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)
-        all_batches = train_batches(task, None, device=dev, batch_size=cfg.batch_size, seed=cfg.seed)
-        aug_sel = (
-            [train_batches(task, i, device=dev, batch_size=1000, seed=cfg.seed + 2) for i in (retain_idx, forget_idx)]
-            if cfg.select_on == "augmented"
-            else None
-        )
-        best = BestState()
-        if cfg.keep_start:  # the starting model (θ_o2 dropped) is the bar to beat
-            best.offer(_selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)[0], model, -1)
-        step, rnd = 0, 0
-        while rnd == 0 or step < cfg.steps:
-            grown = self._grow(rnd, model, task, forget_idx, shared, removal, ctx)
-            # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) -----------------------
-            ep, rsteps, racc = remove_phase(
-                model, ref_ce, fbatches, opt, cfg.max_epochs, cfg.gamma, npo_objective(cfg.beta), cfg.forget_bn_frozen
-            )
-            # -- step 3: one epoch of redirection over all of D_tr --------------------------------------
-            model.train()
-            for x, y, idx in all_batches:
-                if step >= cfg.steps:
-                    break
-                in_rm = removal[idx]
-                with autocast(dev):
-                    ce_ref = ref_ce(x, y, idx)
-                    ce_mask = per_sample_ce(model(x, mode="mask", keys=keys(idx)), y)
-                    loss = (2.0 / cfg.beta) * torch.nn.functional.logsigmoid(cfg.beta * (ce_mask - ce_ref))
-                    if cfg.remove_term:  # whole batch in training mode, loss zeroed outside D_f
-                        with torch.set_grad_enabled(bool(in_rm.any())):
-                            ce_drop = per_sample_ce(model(x, mode="drop"), y)
-                        loss = loss + in_rm * npo_loss(ce_drop, ce_ref, cfg.beta)
-                    loss = loss.mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                ctx.step(step, cfg.steps, loss.detach())
-            # -- step 4: score the round by the proxy, keep the best -------------------------------------
-            score, acc_r, acc_f = _selection_accuracies(model, task, forget_idx, retain_idx, cfg, dev, aug_sel)
-            acc_mask = accuracy(model, task, forget_idx, task.y_train.cpu(), mode="mask", device=dev, keys_fn=keys)
-            history.append(
-                {
-                    "round": rnd,
-                    "steps": step,
-                    "remove_epochs": ep,
-                    "remove_steps": rsteps,
-                    "remove_acc": racc,
-                    "proxy": score,
-                    "acc_drop_r": acc_r,
-                    "acc_drop_f": acc_f,
-                    "acc_mask_f": acc_mask,
-                    **(_track(model, task, forget_idx, dev, acc_mask) if cfg.track else {}),
-                    **grown,
-                }
-            )
-            best.offer(score, model, rnd)
-            rnd += 1
-            if cfg.steps == 0:
-                break
-        # -- step 5: drop θ_o2, return θ_o1 of the best round ----------------------------------------
-        best.restore(model)
-        history.append({"best_round": best.round, "best_proxy": best.score})
-        return shrink(model)
+# -- the authors' code, emulated ------------------------------------------------------------------
 
 
-@register
-class REMIdeal(REM):
-    """REM (IDEAL), the oracle of SPEC §4: all of D_c shares the mask and is in step 3's removal term."""
+@torch.no_grad()
+def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> None:
+    """θ_o2 as the authors' reserved half arrives after pretraining (``extra_init="pretrained"``).
 
-    name = "rem-ideal"
-    order = 2
-    summary = "REM oracle: the whole corrupted set D_c shares the mask and is pushed out of θ_o1 (needs D_c)"
-    uses = "D_f, D_c, D_tr"
-
-    def __init__(self, config=None, **overrides):
-        super().__init__(config, **{"ideal": True, **overrides})
-
-
-@register
-class REMNoRemove(REM):
-    """Ablation: REM without the removal term of step 3 (step 2 still runs every round)."""
-
-    name = "rem-no-remove"
-    order = 3
-    summary = "REM ablation: redirect without the removal term in step 3"
-
-    def __init__(self, config=None, **overrides):
-        super().__init__(config, **{"remove_term": False, **overrides})
+    In their capacity-0.5 model the reserved units get no loss gradient (their outputs are zeroed, and so
+    are the inputs of their outgoing weights), so pretraining only shrinks them by weight decay: with SGD
+    momentum μ, a factor exp(−wd/(1−μ)·Σ_t lr_t). Batch norm tracked their pre-gate statistics: a few
+    training-mode passes in ``drop`` mode (computed at full width: a zero mask) recompute those, and the
+    kept channels' statistics are put back.
+    """
+    device = torch.device(device)
+    lr_sum = sum(recipe.lr_at(t) for t in range(recipe.steps))
+    mom = recipe.momentum if recipe.optimizer == "sgd" else 0.0
+    shrink_by = math.exp(-recipe.weight_decay / (1 - mom) * lr_sum)
+    extra = model.extra_param_masks()
+    for name, prm in model.named_parameters():
+        prm[extra[name]] *= shrink_by
+    bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    saved = {n: (m.running_mean.clone(), m.running_var.clone(), m.momentum) for n, m in bns.items()}
+    for m in bns.values():
+        m.momentum = None  # cumulative average over the calibration passes
+        m.reset_running_stats()
+    was = model.training
+    model.train()
+    batches = train_batches(task, None, device=device, batch_size=recipe.batch_size, seed=seed + 7)
+    zeros = [torch.zeros(1, e, device=device) for e in model.extra]  # drop mode, computed at full width
+    for i, (x, _, _) in enumerate(batches):
+        if i == 10:
+            break
+        with autocast(device):
+            model(x, mode="mask", masks=[z.expand(len(x), -1) for z in zeros])
+    model.train(was)
+    for n, m in bns.items():
+        mean, var, momentum = saved[n]
+        kept = ~extra[f"{n}.weight"]
+        m.running_mean[kept], m.running_var[kept] = mean[kept], var[kept]
+        m.momentum = momentum
