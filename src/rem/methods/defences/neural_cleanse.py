@@ -21,8 +21,9 @@ trigger is abnormally small, and unlearn the backdoor by fine-tuning with the re
 recipe, as ``finetune``) — the paper fine-tunes one epoch on 10 % of the training data.
 
 Uses D_r (see :mod:`rem.methods.defences.common` for ``clean_subset``). Hyper-parameters: the paper and the
-authors' MIT-licensed release (``INIT_COST``, ``LR``, ``PATIENCE``, ``COST_MULTIPLIER``, ``NB_SAMPLE``,
-``BATCH_SIZE``); BackdoorBench's NC config uses the same cost schedule.
+authors' release (``INIT_COST``, ``LR``, ``PATIENCE``, ``COST_MULTIPLIER``, ``NB_SAMPLE``, ``BATCH_SIZE``);
+BackdoorBench's NC config has the same init_cost, patience, cost multiplier, early-stop patience (25) and
+unlearning share (0.2), with a success threshold of 98 %.
 """
 
 from __future__ import annotations
