@@ -30,7 +30,14 @@ from rem.report.curves import redirection_png
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
 from rem.report.markdown import report_markdown
-from rem.report.relearn import prefer_relearned, relearn_columns, relearn_html, relearn_markdown, relearn_table
+from rem.report.relearn import (
+    prefer_relearned,
+    relearn_columns,
+    relearn_html,
+    relearn_markdown,
+    relearn_share_columns,
+    relearn_table,
+)
 from rem.report.tables import (
     CELL_COLUMNS,
     CSV_DECIMALS,
@@ -44,12 +51,6 @@ from rem.report.tables import (
     to_csv,
 )
 from rem.units import SHARE_METRICS
-
-
-def _relearn_shares(table: list[dict]) -> list[str]:
-    """The share-valued columns of the relearning table (means, SEMs and gaps)."""
-    return [k for k in table[0] if k.endswith(("_mean", "_sem")) or k.startswith("gap_")]
-
 
 HEATMAP_METRICS = ("uxh", "healed", "utility")  # also any relearning metric (relearn_asr_50, ...) on request
 KNOWN_METRICS = SHARE_METRICS
@@ -215,7 +216,8 @@ def build_report(
         to_csv(in_percent(rows, (*SHARE_METRICS, *relearn_cols), CSV_DECIMALS), (*CELL_COLUMNS, *relearn_cols)),
     )
     if relearned:
-        write_atomic(out / "relearn.csv", to_csv(in_percent(relearned, _relearn_shares(relearned), CSV_DECIMALS)))
+        write_atomic(out / "relearn.csv", to_csv(in_percent(relearned, relearn_share_columns(relearned), CSV_DECIMALS)))
     page = report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
+    # the relearning section goes before the heatmaps (empty without relearning figures)
     write_atomic(rep.html, page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1))
     return rep

@@ -76,6 +76,11 @@ def relearn_table(rows: list[dict]) -> list[dict]:
     return out
 
 
+def relearn_share_columns(table: list[dict]) -> list[str]:
+    """The share-valued columns of :func:`relearn_table`'s rows (means, SEMs and gaps), for the CSV's percent."""
+    return [k for k in table[0] if k.endswith(("_mean", "_sem")) or k.startswith("gap_")] if table else []
+
+
 def _gap(v: float) -> str:
     return "—" if math.isnan(v) else f"{percent(v):+.2f}"
 
@@ -129,6 +134,7 @@ __all__ = [
     "relearn_columns",
     "relearn_html",
     "relearn_markdown",
+    "relearn_share_columns",
     "relearn_table",
     "relearn_view",
 ]
