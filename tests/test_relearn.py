@@ -146,3 +146,37 @@ def test_prefer_relearned_keeps_one_record_per_cell():
     old, new = {"key": "a", "config": cfg}, {"key": "b", "config": {**cfg, "relearn": {"ks": [5]}}}
     other = {"key": "c", "config": {**cfg, "seed": 1}}
     assert [r["key"] for r in prefer_relearned([old, new, other])] == ["b", "c"]
+
+
+def test_report_shows_relearning_columns_and_counts_a_cell_once(tmp_path):
+    from rem.bench.store import ResultStore
+    from rem.report import build_report
+
+    def rec(key, method, rate, relearn=None, **metrics):
+        cfg = {"method": method, "rate": rate, "seed": 0, **({"relearn": {"ks": [5]}} if relearn else {})}
+        return {
+            "key": key,
+            "method": method,
+            "pretrain_type": "capacity-0.5",
+            "task": "poison",
+            "rate": rate,
+            "seed": 0,
+            "config": cfg,
+            "metrics": {"uxh": 0.5, "healed": 0.5, "utility": 1.0, "asr": 0.1, **metrics},
+        }
+
+    with ResultStore.in_run_dir(tmp_path) as s:
+        s.put(rec("old", "fst", 0.5))  # stored before the check: superseded by its relearned twin
+        s.put(rec("new", "fst", 0.5, relearn=True, relearn_asr_5=0.9, relearn_healed_5=0.2))
+        s.put(rec("ref", "retrain", 1.0, relearn=True, relearn_asr_5=0.3, relearn_healed_5=0.6))
+        s.put(rec("plain", "none", 0.5))  # without the check: blank columns
+    rep = build_report(tmp_path, metrics=("uxh", "relearn_asr_5"))
+    assert rep.n_cells == 3 and not rep.warning
+    cells = rep.cells_csv.read_text().splitlines()
+    assert cells[0].endswith(",relearn_healed_5,relearn_asr_5")
+    assert any(c.startswith("none,") and c.endswith(",,") for c in cells)
+    md = rep.table_md.read_text()
+    assert "## Relearning check" in md and "| fst | capacity-0.5 | poison | 0.5 | 1 |" in md
+    assert "+60.00" in md  # fst's relearned ASR 90 % against the clean reference's 30 %
+    assert "Relearning check" in rep.html.read_text() and (tmp_path / "report" / "relearn.csv").is_file()
+    assert "relearn_asr_5" in rep.heatmaps
