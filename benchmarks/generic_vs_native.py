@@ -28,8 +28,8 @@ import json
 from pathlib import Path
 
 from rem.bench.cell import StartSpec, ensure_start, make_cell_task
-from rem.bench.cli import settings_for
 from rem.checkpoint import load_checkpoint
+from rem.cli.settings import settings_for
 from rem.metrics import evaluate
 from rem.profiles import get_profile
 from rem.run import method_settings, shortcut_settings

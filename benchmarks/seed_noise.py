@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from rem.bench.cli import parse_settings
 from rem.bench.store import ResultStore
+from rem.cli.settings import parse_settings
 from rem.report.build import settings_match
 
 DEFAULT_METHODS = "rem,npo,eu-4,retrain,scrub,potion"

@@ -148,7 +148,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import rem
-    from rem.bench.cli import settings_for
+    from rem.cli.settings import settings_for
     from rem.profiles import get_profile, profile_data, profile_task
 
     # The poisoned data set, as plain arrays (what a user would have on disk).

@@ -15,8 +15,8 @@ from rem.data.tasks import TaskConfig, make_task
 from rem.errors import ConfigError
 from rem.methods import REGISTRY, Context, get_method
 from rem.methods.baselines import dampening, distill
-from rem.methods.baselines.common import last_layers, layer_groups, under
 from rem.methods.baselines.dampening import dampen_
+from rem.methods.baselines.layers import last_layers, layer_groups, under
 from rem.methods.baselines.salun import MaskedOptimizer, random_other_labels, saliency_mask
 from rem.models import param_count, resnet9, shrink
 from rem.models.vit import vit

@@ -169,13 +169,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, world, capsys):
 
 
 def test_bom_index_file_is_accepted(world, tmp_path):
-    from rem.cli import read_index_file
+    from rem.cli.inputs import read_forget
 
     f = tmp_path / "bom.txt"
     f.write_bytes("\ufeff1, 2, 3\n".encode())
-    assert read_index_file(f).tolist() == [1, 2, 3]
+    assert read_forget(f).tolist() == [1, 2, 3]
     f.write_bytes("\ufeff[4, 5]".encode())
-    assert read_index_file(f).tolist() == [4, 5]
+    assert read_forget(f).tolist() == [4, 5]
 
 
 def test_unlearn_overwrite_flag_and_typed_set(world, tmp_path):

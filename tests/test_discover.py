@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 import rem
+from rem.api import discover
 from rem.cli import main
 from rem.data.datasets import make_generated
 from rem.data.tasks import TaskConfig, make_task
-from rem.discovery import SCORES, auroc, discover, get_score, ranking_quality, score_names
+from rem.discovery import SCORES, auroc, get_score, ranking_quality, score_names
 from rem.discovery.scores import suspected_target
 from rem.errors import ConfigError, DataError, IndexSetError
 from rem.methods import Context, get_method

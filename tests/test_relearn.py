@@ -1,4 +1,4 @@
-"""The relearning check (:mod:`rem.relearn`): a model that memorised the backdoor relearns it from a few samples,
+"""The relearning check (:mod:`rem.run.relearn`): a model that memorised the backdoor relearns it from a few samples,
 one that never saw it relearns less; the check enters a cell's record and key only when on; the report's
 table shows the gap to the clean reference (``retrain`` at rate 1.0)."""
 
@@ -13,8 +13,8 @@ from test_defences import PLANTED, _planted
 
 from rem.bench.grid import Grid
 from rem.errors import ConfigError
-from rem.relearn import parse_ks, relearn_metrics, retune_idx
 from rem.report.relearn import prefer_relearned, relearn_columns, relearn_table
+from rem.run.relearn import parse_ks, relearn_metrics, retune_idx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -288,7 +288,7 @@ def test_token_partition_on_a_vit_returns_the_original_model_size(smoke):
 
 def test_partition_setting_at_its_default_leaves_cell_keys_alone():
     """A setting added after cells were stored (``keyed_when_set``) enters the key only when set."""
-    from rem.bench.grid import Cell
+    from rem.run import Cell
 
     prof = get_profile("cpu")
     default = Cell("rem", "capacity-0.5", "poison", 0.5, 0, prof)
@@ -303,7 +303,7 @@ def test_partition_auto_is_tokens_on_a_vit_and_units_elsewhere():
     """``partition='auto'`` (the default) resolves per architecture before keying: a ViT cell at the default
     *is* the explicit tokens cell, an explicit units ViT cell keeps the key of cells stored before the
     setting existed, and a ResNet-9 cell is unchanged."""
-    from rem.bench.grid import Cell
+    from rem.run import Cell
 
     cfg = get_method("rem").config
     assert cfg.partition == "auto"

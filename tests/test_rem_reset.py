@@ -6,7 +6,8 @@ import torch
 from rem.data.tasks import TaskConfig, make_task
 from rem.errors import ConfigError
 from rem.methods import Context, get_method
-from rem.methods.baselines.common import derived_seed, fresh_model, last_layers, under
+from rem.methods.baselines.layers import last_layers, under
+from rem.methods.common import derived_seed, fresh_model
 from rem.methods.rem import REMConfig, expand_step
 from rem.methods.rem_reset import _kept_masks, blend_theta_o1
 from rem.models import build_model, param_count, shrink

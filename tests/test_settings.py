@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rem.bench import Grid
-from rem.bench.cli import parse_settings
+from rem.cli.settings import parse_settings
 from rem.errors import ConfigError
 from rem.methods import get_method
 from rem.settings import coerce_fields
@@ -106,7 +106,7 @@ def test_coerce_fields_names_unknown_settings():
 def test_settings_for_one_run_merges_and_refuses_other_names():
     """``rem unlearn``/``rem discover``/the examples read ``--set`` for one method or score: plain and
     prefixed items merge (prefixed wins), an item for another name is refused naming it, a malformed one too."""
-    from rem.bench.cli import settings_for
+    from rem.cli.settings import settings_for
 
     assert settings_for(["beta=0.5", "rem.beta=0.7", "expand-ratio=0.25"], "rem") == {
         "beta": "0.7",

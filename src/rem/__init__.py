@@ -17,21 +17,20 @@ Every metric, record field and history value is a share in [0, 1] (uxh = healed 
 reports and command output show percent (:mod:`rem.units`).
 """
 
-__version__ = "0.1.0"
-
-from rem.api import check_match, task_of, unlearn  # noqa: E402
-from rem.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from rem.data.datasets import ImageData, load_dataset, make_generated  # noqa: E402
-from rem.data.tasks import Task, TaskConfig, Trigger, make_task  # noqa: E402
-from rem.data.user import Preprocess, user_task  # noqa: E402  (a user's own data, issue 16)
-from rem.discovery import Ranking, discover  # noqa: E402  (find the undiscovered corruption, issue 17)
-from rem.heal import heal  # noqa: E402
-from rem.methods import REGISTRY as METHODS  # noqa: E402
-from rem.methods import Unlearned, get_method  # noqa: E402
-from rem.metrics import evaluate  # noqa: E402
-from rem.models import build_model, expand, resnet9, shrink  # noqa: E402
-from rem.models.generic import GenericCapacity  # noqa: E402
-from rem.train import Recipe, pretrain  # noqa: E402
+from rem.api import check_match, discover, task_of, unlearn
+from rem.checkpoint import load_checkpoint, save_checkpoint
+from rem.data.datasets import ImageData, load_dataset, make_generated
+from rem.data.tasks import Task, TaskConfig, Trigger, make_task
+from rem.data.user import Preprocess, user_task
+from rem.discovery import Ranking
+from rem.heal import heal
+from rem.methods import REGISTRY as METHODS
+from rem.methods import Unlearned, get_method
+from rem.metrics import evaluate
+from rem.models import build_model, expand, resnet9, shrink
+from rem.models.generic import GenericCapacity
+from rem.train import Recipe, pretrain
+from rem.version import __version__
 
 __all__ = [
     "METHODS",

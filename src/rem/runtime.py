@@ -135,7 +135,7 @@ def environment(device: torch.device) -> dict:
     """Software versions and the device, recorded with every result."""
     import numpy
 
-    from rem import __version__
+    from rem.version import __version__
 
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {

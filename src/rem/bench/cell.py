@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from rem.bench.grid import Cell, start_key
-from rem.bench.store import ResultStore, dumps
+from rem.bench.store import ResultStore
 from rem.errors import CheckpointError
 from rem.paths import write_atomic
 from rem.profiles import Profile
+from rem.run.record import dumps
+from rem.run.spec import Cell, start_key
 
 MODELS_DIR = "models"
 INCOMING_DIR = "incoming"  # records written by workers that cannot reach the store (slurm)

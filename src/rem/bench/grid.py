@@ -31,108 +31,15 @@ underscores), e.g.::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
-from rem.data.tasks import KINDS, TaskConfig
+from rem.data.tasks import KINDS
 from rem.errors import ConfigError
 from rem.profiles import Profile, get_profile
-from rem.run import config_fields, method_settings, shortcut_settings
+from rem.run.spec import Cell, config_fields, method_settings, shortcut_settings
 from rem.train import PRETRAIN_TYPES
-
-
-def _hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
-
-
-#: Profile fields that describe the grid's shape (which cells exist), not how one cell is computed: they are
-#: left out of a cell's configuration and key, so a grid re-run with other rates, seeds or pretraining types
-#: finds the cells it shares with earlier runs.
-GRID_SHAPE_FIELDS = ("rates", "seeds", "pretrain_types")
-
-
-#: Version of the models' layout, in every cell's configuration and starting-model key: a store or model
-#: cache written before a change of what the architectures compute is never reused. 2: ResNet-9's residual
-#: hidden layers at full width, never gated (SPEC §3 as corrected).
-MODEL_LAYOUT = 2
-
-
-def cell_profile_dict(profile_dict: dict) -> dict:
-    """A profile's settings as they enter a cell's configuration: without :data:`GRID_SHAPE_FIELDS`."""
-    return {k: v for k, v in profile_dict.items() if k not in GRID_SHAPE_FIELDS}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One computation of the grid: a method run on one starting model, task, discovery rate and seed."""
-
-    method: str
-    pretrain_type: str
-    task: str
-    rate: float
-    seed: int
-    profile: Profile  # resolved (overrides applied)
-    method_overrides: tuple[tuple[str, object], ...] = ()  # sorted (name, value) pairs given to get_method
-    relearn: tuple[int, ...] = ()  # the relearning check's sample counts (rem.relearn); () = off
-
-    @property
-    def overrides(self) -> dict:
-        return dict(self.method_overrides)
-
-    def task_config(self) -> TaskConfig:
-        return self.profile.task_config(self.task, self.seed)
-
-    def method_config(self) -> dict:
-        """The method's resolved settings (:meth:`~rem.methods.base.MethodConfig.key_dict`: its config for the
-        profile's architecture (:meth:`~rem.methods.base.MethodConfig.for_arch`) as a dict, less the
-        ``keyed_when_set`` settings at the value cells stored before them ran at)."""
-        from rem.methods import get_method
-
-        return get_method(self.method, **self.overrides).config.for_arch(self.profile.arch).key_dict()
-
-    def config(self) -> dict:
-        """The full resolved configuration; :attr:`key` is its hash."""
-        return {
-            "method": self.method,
-            "pretrain_type": self.pretrain_type,
-            "task": self.task_config().as_dict(),
-            "rate": self.rate,
-            "seed": self.seed,
-            "profile": cell_profile_dict(self.profile.as_dict()),
-            "method_config": self.method_config(),
-            "model_layout": MODEL_LAYOUT,
-            **self._relearn_config(),
-        }
-
-    def _relearn_config(self) -> dict:
-        """The relearning check's settings, only when on: cells stored without it keep their keys."""
-        from rem.relearn import relearn_settings
-
-        return {"relearn": relearn_settings(self.relearn)} if self.relearn else {}
-
-    @cached_property
-    def key(self) -> str:
-        return _hash(self.config())
-
-    @cached_property
-    def start_key(self) -> str:
-        """Hash of what determines the starting model (shared by every method and rate of a task)."""
-        return start_key(self.profile, self.pretrain_type, self.task, self.seed)
-
-    def label(self) -> str:
-        return f"{self.method} {self.pretrain_type} {self.task} r={self.rate:g} s={self.seed}"
-
-
-def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str:
-    """Hash of the settings a starting model depends on (not the unlearning recipe, rates or seeds list)."""
-    p = profile.as_dict()
-    for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
-        p.pop(k, None)
-    tc = profile.task_config(task, seed).as_dict()
-    return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed, "model_layout": MODEL_LAYOUT})
 
 
 @dataclass(frozen=True)
@@ -153,10 +60,10 @@ class Grid:
     pretrain_steps: int | None = None
     expand_ratio: float | None = None  # shortcut of settings["*"]["expand_ratio"] (rem.run.SHORTCUTS)
     settings: dict = field(default_factory=dict)  # {"*": {...}, "<method>": {...}}: other method settings
-    relearn: tuple[int, ...] = ()  # the relearning check after every cell, e.g. (5, 50) (rem.relearn); () = off
+    relearn: tuple[int, ...] = ()  # the relearning check after every cell, e.g. (5, 50) (rem.run.relearn); () = off
 
     def __post_init__(self) -> None:
-        from rem.relearn import parse_ks
+        from rem.run.relearn import parse_ks
 
         object.__setattr__(self, "relearn", parse_ks(self.relearn))
         for name in ("methods", "exclude_methods", "tasks", "rates", "seeds", "pretrain_types"):
@@ -298,18 +205,8 @@ class Grid:
                         ov = self.method_overrides(m, profile, seed)
                         get_method(m, **ov)  # validate once, before any work
                         for rate in profile.rates:
-                            out.append(
-                                Cell(
-                                    m,
-                                    ptype,
-                                    task,
-                                    float(rate),
-                                    int(seed),
-                                    profile,
-                                    tuple(sorted(ov.items())),
-                                    self.relearn,
-                                )
-                            )
+                            ov_items = tuple(sorted(ov.items()))
+                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, ov_items, self.relearn))
         return out
 
 

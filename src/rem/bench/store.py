@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from rem.errors import StoreError
+from rem.run.record import dumps
 
 KIND = "rem-results"
 #: Version of what a record holds: 2 = metrics and histories in shares (1: metrics in percent).
@@ -70,25 +71,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
-
-
-def _jsonable(o):
-    """JSON fallback for tensors, numpy values, paths and dataclasses found in histories and configs."""
-    import dataclasses
-
-    if hasattr(o, "tolist"):  # torch.Tensor, numpy arrays and scalars
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    if dataclasses.is_dataclass(o):
-        return dataclasses.asdict(o)
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    return str(o)
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, default=_jsonable, sort_keys=True)
 
 
 LOCK_PATIENCE_S = 60.0  # how long opening or writing waits for another process's lock before giving up

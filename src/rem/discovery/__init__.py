@@ -1,19 +1,11 @@
 """Discovery (issue 17): rank D_r by how likely each sample belongs with the corruption (see
-:mod:`rem.discovery.base`); the scores are in :mod:`rem.discovery.scores`."""
+:mod:`rem.discovery.base`); the scores are in :mod:`rem.discovery.scores`. The entry point,
+:func:`rem.discover`, is in :mod:`rem.api` (it prepares the model and data as :func:`rem.unlearn` does)."""
 
 from rem.discovery import scores as _scores  # noqa: F401  (importing it registers the scores)
-from rem.discovery.api import discover
-from rem.discovery.base import (
-    SCORES,
-    Ranking,
-    Score,
-    ScoreConfig,
-    auroc,
-    get_score,
-    ranking_quality,
-    register_score,
-    score_names,
-)
+from rem.discovery.base import SCORES, Score, ScoreConfig, get_score, register_score, score_names
+from rem.discovery.quality import auroc, ranking_quality
+from rem.discovery.ranking import Ranking
 
 __all__ = [
     "SCORES",
@@ -21,7 +13,6 @@ __all__ = [
     "Score",
     "ScoreConfig",
     "auroc",
-    "discover",
     "get_score",
     "ranking_quality",
     "register_score",

@@ -9,7 +9,10 @@ read by ``rem-discover`` (REM that adds the top of the ranking to its shared mas
 
 Scores are classes in a small registry, as methods are (:mod:`rem.methods.base`): a frozen config
 dataclass whose fields carry their help text (``rem discover --score NAME --set KEY=VALUE``), a name,
-a one-line summary and :meth:`Score._score`. The registered ones live in :mod:`rem.discovery.scores`.
+a one-line summary and :meth:`Score._score`. This module holds the config, the base class and the
+registry; the registered scores live in :mod:`rem.discovery.scores`, the passes over the data they share
+in :mod:`rem.discovery.passes`, the :class:`~rem.discovery.ranking.Ranking` and its files in
+:mod:`rem.discovery.ranking`, and how well a ranking finds a set in :mod:`rem.discovery.quality`.
 
 Every score sees only what a practitioner has: the model, the images and labels as trained (triggers
 stamped where the task stamped them) and D_f. None reads D_c, true labels or test data; those are
@@ -19,22 +22,17 @@ only for :meth:`Ranking.evaluate` in benchmarks.
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import io
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from rem.data.loader import Batches
-from rem.errors import ConfigError, DataError, IndexSetError
+from rem.discovery.passes import check_inputs
+from rem.discovery.ranking import Ranking
+from rem.errors import ConfigError
 from rem.methods.base import Context, setting
-from rem.runtime import autocast
 from rem.settings import coerce_fields
 
 
@@ -55,230 +53,6 @@ class ScoreConfig:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-# --- the ranking ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Ranking:
-    """D_r ordered by a score, most suspicious first (ties: lower index first).
-
-    ``idx`` are indices into D_tr (the data's own order), ``score`` their scores (higher = more
-    suspicious, in the score's own units), ``info`` what the score found out on the way (for instance
-    the spectral signature's target class), ``files`` the image files of an image folder (if any).
-    """
-
-    score_name: str
-    settings: dict
-    idx: torch.Tensor
-    score: torch.Tensor
-    n_train: int
-    n_forget: int
-    wall_s: float = 0.0
-    info: dict = dataclasses.field(default_factory=dict)
-    files: tuple[str, ...] | None = None
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def top(self, k: int, threshold: float | None = None) -> torch.Tensor:
-        """The (at most) ``k`` most suspicious indices, only those scoring ``>= threshold`` if one is given."""
-        idx = self.idx[: max(0, int(k))]
-        if threshold is not None:
-            idx = idx[self.score[: len(idx)] >= threshold]
-        return idx
-
-    def rows(self) -> list[dict]:
-        """One dict per ranked sample: rank (1 = most suspicious), index, score (and file)."""
-        out = []
-        for r, (i, s) in enumerate(zip(self.idx.tolist(), self.score.tolist()), start=1):
-            row = {"rank": r, "index": i, "score": s}
-            if self.files is not None:
-                row["file"] = self.files[i]
-            out.append(row)
-        return out
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        rows = self.rows()
-        fields = ["rank", "index", "score"] + (["file"] if self.files is not None else [])
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        for row in rows:
-            w.writerow({**row, "score": repr(float(row["score"]))})
-        return buf.getvalue()
-
-    def to_dict(self) -> dict:
-        return {
-            "score": self.score_name,
-            "settings": self.settings,
-            "n_train": self.n_train,
-            "n_forget": self.n_forget,
-            "n_ranked": len(self),
-            "wall_s": self.wall_s,
-            "info": self.info,
-            "ranking": self.rows(),
-        }
-
-    def write(self, path: str | Path) -> Path:
-        """Write the ranking to ``path``: CSV (``.csv``: rank, index, score) or JSON (``.json``: the
-        ranking with the score's name, settings and info), atomically."""
-        from rem.paths import write_atomic
-
-        p = Path(path)
-        if p.suffix.lower() == ".csv":
-            write_atomic(p, self.to_csv().encode())
-        elif p.suffix.lower() == ".json":
-            write_atomic(p, (json.dumps(self.to_dict(), indent=1, default=_jsonable) + "\n").encode())
-        else:
-            raise ConfigError(f"a ranking is written as .csv or .json, not {p.name!r}")
-        return p
-
-    def evaluate(self, positives) -> dict:
-        """How well the ranking finds ``positives`` (e.g. the undiscovered corruption D_c \\ D_f):
-        AUROC, and precision and recall among the top k = number of positives in D_r (equal at that k)."""
-        return ranking_quality(self.idx, self.score, positives)
-
-
-def _jsonable(v):
-    if isinstance(v, torch.Tensor):
-        return v.tolist()
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
-
-
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve of ``scores`` for the bool ``labels`` (ties count one half; the
-    Mann–Whitney statistic). NaN when either class is empty."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(s)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def ranking_quality(idx: torch.Tensor, score: torch.Tensor, positives) -> dict:
-    """AUROC and precision / recall at k = |positives among the ranked| of a ranking (see :class:`Ranking`)."""
-    idx = torch.as_tensor(idx, dtype=torch.int64)
-    pos = torch.isin(idx, torch.as_tensor(positives, dtype=torch.int64).reshape(-1))
-    k = int(pos.sum())
-    hits = int(pos[:k].sum())
-    return {
-        "auroc": auroc(score.numpy(), pos.numpy()),
-        "k": k,
-        "precision_at_k": hits / k if k else float("nan"),
-        "recall_at_k": hits / k if k else float("nan"),
-    }
-
-
-# --- shared pieces --------------------------------------------------------------------------------
-
-
-def check_inputs(task, forget_idx) -> tuple[torch.Tensor, torch.Tensor]:
-    """(D_f, D_r) after the checks every score needs: labels as trained, a non-empty D_f that leaves
-    something to rank. Raises :class:`~rem.errors.DataError` / :class:`~rem.errors.IndexSetError`
-    naming what is wrong."""
-    y = getattr(task, "y_train", None)
-    if y is None:
-        raise DataError("discovery needs the labels the model was trained with (labels as trained): the data has none")
-    n = int(len(y))
-    raw = torch.as_tensor(forget_idx).reshape(-1)
-    if raw.numel() == 0:
-        raise IndexSetError("the discovered set D_f is empty: discovery needs at least one found sample")
-    if raw.numel() > n:
-        raise IndexSetError(
-            f"the discovered set D_f has {raw.numel()} indices but the training set D_tr only {n} samples"
-        )
-    fi = task.check_forget_idx(raw)
-    if len(fi) >= n:
-        raise IndexSetError(f"the discovered set D_f covers all {n} training samples: D_r is empty, nothing to rank")
-    return fi, task.retain_idx(fi)
-
-
-def classifier_layer(model: nn.Module) -> nn.Linear:
-    """The classifier: the last ``nn.Linear`` registered in ``model`` (ResNet-9's ``fc``, the ViT's
-    ``head``, a user's model's last layer, as :mod:`rem.models.generic` assumes too)."""
-    last = None
-    for m in model.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    if last is None:
-        raise ConfigError(f"{type(model).__name__} has no nn.Linear classifier: penultimate features are its input")
-    return last
-
-
-@torch.no_grad()
-def forward_pass(
-    model: nn.Module,
-    task,
-    *,
-    device,
-    batch_size: int = 1000,
-    features: bool = False,
-    labels: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sample cross-entropy on the labels as trained (or ``labels``) of every sample of D_tr and,
-    with ``features``, the penultimate features (the classifier's input), both on CPU.
-
-    Inference mode, ``drop`` mode (the deployed θ_o1), non-augmented images with the trigger stamped
-    where the task stamped it during training, a user's data set normalised by its own statistics.
-    """
-    dev = torch.device(device)
-    was = model.training
-    model.eval()
-    y_all = (task.y_train if labels is None else labels).to(dev)
-    pre = getattr(task, "preprocess", None)
-    norm = {} if pre is None else {"mean": pre.mean, "std": pre.std}
-    batches = Batches(
-        task.data.x_train.to(dev),
-        y_all,
-        batch_size=batch_size,
-        trigger=task.trigger,
-        triggered=task.triggered,
-        channels_last=True,
-        **norm,
-    )
-    captured: list[torch.Tensor] = []
-    hook = None
-    if features:
-        hook = classifier_layer(model).register_forward_pre_hook(
-            lambda _m, args: captured.append(args[0].detach().float().flatten(1).cpu())
-        )
-    ces = []
-    try:
-        for x, y, _ in batches:
-            with autocast(dev):
-                logits = model(x, mode="drop")
-            ces.append(torch.nn.functional.cross_entropy(logits.float(), y, reduction="none").cpu())
-    finally:
-        if hook is not None:
-            hook.remove()
-        model.train(was)
-    ce = torch.cat(ces).double() if ces else torch.zeros(0, dtype=torch.float64)
-    feats = torch.cat(captured).double() if features and captured else None
-    return ce, feats
-
-
-def robust_z(values: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
-    """(v − median) / IQR over ``values[ref]`` (all if None): a unit-free scale that one far outlier
-    cannot squash; falls back to the standard deviation, then 1, when the spread is zero."""
-    v = values.double()
-    r = v if ref is None else v[ref]
-    q = torch.quantile(r, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
-    spread = float(q[2] - q[0])
-    if not spread > 0:
-        spread = float(r.std()) if len(r) > 1 else 0.0
-    if not spread > 0:
-        spread = 1.0
-    return (v - q[1]) / spread
 
 
 # --- the registry ---------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rem.discovery.base import Score, ScoreConfig, forward_pass, register_score, robust_z
+from rem.discovery.base import Score, ScoreConfig, register_score
+from rem.discovery.passes import forward_pass, robust_z
 from rem.errors import ConfigError, DataError
 from rem.methods.base import Context, setting
 from rem.models import CapacityNet
@@ -149,7 +150,7 @@ REM_SHARED = (
 
 def removed_by_rem(model: CapacityNet, task, forget_idx: torch.Tensor, rem_cfg, ctx: Context):
     """θ_o1 after REM's steps 1–2 on a copy of ``model``: (the shrunk model, step 2's record)."""
-    from rem.methods.base import forget_batches, optimizer_for
+    from rem.methods.common import forget_batches, optimizer_for
     from rem.methods.forget import npo_objective, remove_phase
     from rem.methods.rem import expand_step, reference
     from rem.models import shrink

@@ -1,4 +1,5 @@
-"""One interface for every unlearning method, a registry, and the pieces methods share.
+"""One interface for every unlearning method, its config, and the registry (the pieces methods share are in
+:mod:`rem.methods.common`).
 
 A method is a class with a frozen, self-validating config dataclass (paper defaults) and one call::
 
@@ -19,20 +20,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from rem.data.loader import train_batches
 from rem.data.tasks import Task
 from rem.errors import ConfigError
-from rem.metrics import accuracy
 from rem.models import CapacityNet
 from rem.settings import coerce_fields
-from rem.train import Recipe, make_optimizer
+from rem.train import Recipe
 
 _UNSET = object()
 
@@ -228,69 +226,3 @@ def get_method(name: str, config: MethodConfig | None = None, **overrides) -> Me
     if name not in REGISTRY:
         raise ConfigError(f"unknown method {name!r}; registered: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](config, **overrides)
-
-
-# --- shared pieces ------------------------------------------------------------------------------
-
-
-def cycle(batches, steps: int) -> Iterator[tuple[int, tuple]]:
-    """(step, batch) for ``steps`` steps, starting new epochs as needed."""
-    step = 0
-    while step < steps:
-        empty = True
-        for b in batches:
-            empty = False
-            yield step, b
-            step += 1
-            if step >= steps:
-                return
-        if empty:
-            return
-
-
-def per_sample_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), y, reduction="none")
-
-
-def npo_loss(ce: torch.Tensor, ce_ref: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per-sample NPO loss −(2/β)·log σ(β·(CE_θ − CE_ref)) (SPEC §4 step 2): minimising raises CE_θ."""
-    return -(2.0 / beta) * F.logsigmoid(beta * (ce - ce_ref))
-
-
-def proxy(
-    model: CapacityNet, task: Task, forget_idx: torch.Tensor, retain_idx: torch.Tensor, gamma: float, device
-) -> tuple[float, float, float]:
-    """Model-selection proxy of SPEC §4 step 4, from training labels only (never test data or true labels).
-
-    Returns (proxy, Acc_drop(D_r), Acc_drop(D_f)) with accuracies as shares in [0, 1].
-    """
-    y = task.y_train.cpu()
-    acc_r = accuracy(model, task, retain_idx, y, device=device)
-    acc_f = accuracy(model, task, forget_idx, y, device=device)
-    return acc_r * (1 - max(acc_f, gamma)), acc_r, acc_f
-
-
-def forget_batches(task: Task, forget_idx: torch.Tensor, cfg: MethodConfig, device, seed_offset: int = 0):
-    """Augmented, shuffled batches over D_f with the labels as trained (the corrupted ones)."""
-    return train_batches(task, forget_idx, device=device, batch_size=cfg.batch_size, seed=cfg.seed + seed_offset)
-
-
-def optimizer_for(model: CapacityNet, cfg: MethodConfig, params=None) -> torch.optim.Optimizer:
-    return make_optimizer(model.parameters() if params is None else params, cfg.recipe())
-
-
-class BestState:
-    """Keeps a CPU copy of the best-scoring model state (model selection by the proxy)."""
-
-    def __init__(self) -> None:
-        self.score, self.state, self.round = -float("inf"), None, -1
-
-    def offer(self, score: float, model: torch.nn.Module, rnd: int) -> None:
-        if score > self.score:
-            self.score, self.round = score, rnd
-            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-    def restore(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.state is not None:
-            model.load_state_dict(self.state)
-        return model

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from rem.methods.base import npo_loss, per_sample_ce
+from rem.methods.common import npo_loss, per_sample_ce
 from rem.models import CapacityNet
 from rem.runtime import autocast
 

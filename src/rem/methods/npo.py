@@ -14,18 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from rem.data.tasks import Task
-from rem.methods.base import (
-    BestState,
-    Context,
-    Method,
-    MethodConfig,
-    forget_batches,
-    optimizer_for,
-    per_sample_ce,
-    proxy,
-    register,
-    setting,
-)
+from rem.methods.base import Context, Method, MethodConfig, register, setting
+from rem.methods.common import BestState, forget_batches, optimizer_for, per_sample_ce, proxy
 from rem.methods.forget import ForgetLoss, ascent_objective, npo_objective, remove_phase
 from rem.models import CapacityNet, shrink
 from rem.runtime import autocast

@@ -44,19 +44,8 @@ import torch
 from rem.data.loader import train_batches
 from rem.data.tasks import Task
 from rem.errors import ConfigError
-from rem.methods.base import (
-    BestState,
-    Context,
-    Method,
-    MethodConfig,
-    forget_batches,
-    npo_loss,
-    optimizer_for,
-    per_sample_ce,
-    proxy,
-    register,
-    setting,
-)
+from rem.methods.base import Context, Method, MethodConfig, register, setting
+from rem.methods.common import BestState, forget_batches, npo_loss, optimizer_for, per_sample_ce, proxy
 from rem.methods.forget import aug_acc, npo_objective, remove_phase
 from rem.metrics import accuracy, evaluate
 from rem.models import CapacityNet, expand, shrink

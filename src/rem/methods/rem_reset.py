@@ -27,7 +27,8 @@ import torch
 from rem.data.loader import train_batches
 from rem.errors import ConfigError
 from rem.methods.base import register, setting
-from rem.methods.baselines.common import derived_seed, fresh_model, last_layers, layer_groups, under
+from rem.methods.baselines.layers import last_layers, layer_groups, under
+from rem.methods.common import derived_seed, fresh_model
 from rem.methods.rem import REM, REMConfig
 from rem.runtime import autocast
 

@@ -6,15 +6,10 @@ from rem.errors import ConfigError
 from rem.models.base import CapacityNet, expand, param_count, shrink
 from rem.models.capacity import MODES, SHARED_KEY, MaskSpec, mask_keys
 from rem.models.resnet9 import ResNet9, resnet9
+from rem.models.vit import ViT
 
-ARCHS: dict[str, type[CapacityNet]] = {"resnet9": ResNet9}
-
-try:  # the ViT registers itself when its module is present
-    from rem.models.vit import ViT  # noqa: F401
-
-    ARCHS["vit"] = ViT
-except ImportError:  # pragma: no cover
-    pass
+#: The architectures :func:`build_model` rebuilds from a checkpoint's spec, by :attr:`CapacityNet.arch`.
+ARCHS: dict[str, type[CapacityNet]] = {"resnet9": ResNet9, "vit": ViT}
 
 
 def build_model(spec: dict) -> CapacityNet:
@@ -37,6 +32,7 @@ __all__ = [
     "CapacityNet",
     "MaskSpec",
     "ResNet9",
+    "ViT",
     "build_model",
     "expand",
     "mask_keys",

@@ -11,7 +11,7 @@ Writes into the output folder (default ``<run_dir>/report``):
 - ``cells.csv``: every finished cell's metrics (the relearning check's as their own columns, blank for
   cells stored without it);
 - ``relearn.csv`` and a "Relearning check" section of ``table.md`` / ``report.html``, when cells have the
-  check's figures (:mod:`rem.relearn`): per method, task and rate, each with its gap to ``retrain`` at rate 1.0;
+  check's figures (:mod:`rem.run.relearn`): per method, task and rate, each with its gap to ``retrain`` at rate 1.0;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
 
 Everything shows the metrics in percent (the store holds shares), the CSV files to
@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rem.paths import write_atomic
-from rem.relearn import is_relearn_metric
 from rem.report.curves import redirection_png
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
@@ -50,6 +49,7 @@ from rem.report.tables import (
     summary_table,
     to_csv,
 )
+from rem.run.relearn import is_relearn_metric
 from rem.units import SHARE_METRICS
 
 HEATMAP_METRICS = ("uxh", "healed", "utility")  # also any relearning metric (relearn_asr_50, ...) on request
@@ -111,34 +111,11 @@ def settings_match(record: dict, where: dict[str, dict] | None) -> bool:
     return True
 
 
-def build_report(
-    run_dir: str | Path,
-    out_dir: str | Path | None = None,
-    *,
-    metrics: tuple[str, ...] = HEATMAP_METRICS,
-    methods: list[str] | None = None,
-    pretrain_types: list[str] | None = None,
-    where: dict[str, dict] | None = None,
-) -> Report:
-    """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
-
-    ``methods`` and ``pretrain_types`` restrict it to some methods and pretraining types; ``where`` to the
-    cells whose method settings have these values, given as ``rem bench --set`` gives them
-    (``{"*": {"expand_ratio": 1}}``: every method that has the setting; ``{"rem": {...}}``: one method),
-    cells of methods without the setting passing — e.g. ``expand_ratio`` 1 for a grid's own cells in a
-    run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
-    :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
-    """
+def _records(run_dir: Path, methods, pretrain_types, where) -> tuple[list[dict], list[dict], dict]:
+    """(finished, failed, store meta) of the run folder's store: the records that pass the filters."""
     from rem.bench.store import ResultStore
-    from rem.errors import ConfigError, StoreError
+    from rem.errors import StoreError
 
-    bad = [m for m in metrics if m not in KNOWN_METRICS and not is_relearn_metric(m)]
-    if bad:
-        raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
-    from rem.paths import check_output_dir
-
-    run_dir = Path(run_dir)
-    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
     with ResultStore.in_run_dir(run_dir, create=False) as store:
         records = store.records("done")
         failed = store.records("failed")
@@ -151,7 +128,7 @@ def build_report(
             return False
         return settings_match(r, where)
 
-    records = prefer_relearned([r for r in records if keep(r)])
+    records = prefer_relearned([r for r in records if keep(r)])  # a cell once, with the relearning check if any
     failed = [r for r in failed if keep(r)]
     if not records:
         filters = [
@@ -164,60 +141,110 @@ def build_report(
             + (" of " + ", ".join(f for f in filters if f) if any(filters) else "")
             + ": nothing to report"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    rows = [flatten(r) for r in records]
+    return records, failed, meta
+
+
+def _mixed_grids_warning(rows: list[dict]) -> str:
+    """A warning when records of several grids (other settings, same coordinates) share the run folder."""
     coords: dict[tuple, int] = {}
     for r in rows:
         c = (r["method"], r["pretrain_type"], r["task"], r["rate"], r["seed"])
         coords[c] = coords.get(c, 0) + 1
     mixed = sum(n > 1 for n in coords.values())
-    warning = (
+    return (
         f"Warning: {mixed} (method, pretraining, task, rate, seed) cells have several records with different "
         "settings (several grids in one run folder); they are averaged together. Use one run folder per grid."
         if mixed
         else ""
     )
-    starts = _starts(records)
-    table = summary_table(rows)
-    by_task = by_task_table(rows)
-    by_rate = by_rate_table(rows, starts)
-    collapsed = collapses(rows, starts)
-    rep = Report(
-        warning=warning,
-        out_dir=out,
-        html=out / "report.html",
-        table_md=out / "table.md",
-        table_csv=out / "table.csv",
-        cells_csv=out / "cells.csv",
-        table=table,
-        n_cells=len(records),
-        n_failed=len(failed),
-        collapses=collapsed,
-    )
+
+
+def _write_figures(rep: Report, rows, starts, records, metrics) -> dict[str, bytes]:
+    """The heatmaps of ``metrics`` and REM's per-round curve (the paper's Fig. 5, when its cells track it);
+    returns the PNGs by name for the HTML page."""
     pngs = {}
     for m in metrics:
-        pngs[m] = heatmap_png(rows, starts, m, collapsed=collapsed)
-        rep.heatmaps[m] = write_atomic(out / f"heatmap_{m}.png", pngs[m])
+        pngs[m] = heatmap_png(rows, starts, m, collapsed=rep.collapses)
+        rep.heatmaps[m] = write_atomic(rep.out_dir / f"heatmap_{m}.png", pngs[m])
     curve = redirection_png(records)
-    if curve is not None:  # the paper's Fig. 5, from REM's per-round history
+    if curve is not None:
         pngs["redirection"] = curve
-        rep.heatmaps["redirection"] = write_atomic(out / "redirection.png", curve)
-    relearned = relearn_table(rows)  # the relearning check's figures, when cells have them (rem.relearn)
-    md = report_markdown(table, by_task, by_rate, collapsed, warning) + relearn_markdown(relearned)
+        rep.heatmaps["redirection"] = write_atomic(rep.out_dir / "redirection.png", curve)
+    return pngs
+
+
+def _write_tables(rep: Report, rows, by_task, by_rate, relearned: list[dict]) -> None:
+    """table.md (every table), table.csv (Table 1), cells.csv (every cell) and relearn.csv (the relearning
+    check, when cells have it), in percent."""
+    md = report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning) + relearn_markdown(relearned)
     write_atomic(rep.table_md, md)
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
     table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
     table_cols.append("wall_s_mean")
     shares += ["uxh_seeds_mean", "uxh_seeds_sem"]
-    write_atomic(rep.table_csv, to_csv(in_percent(table, shares, CSV_DECIMALS), table_cols))
+    write_atomic(rep.table_csv, to_csv(in_percent(rep.table, shares, CSV_DECIMALS), table_cols))
     relearn_cols = relearn_columns(rows)  # their own columns, blank for cells stored without the check
     write_atomic(
         rep.cells_csv,
         to_csv(in_percent(rows, (*SHARE_METRICS, *relearn_cols), CSV_DECIMALS), (*CELL_COLUMNS, *relearn_cols)),
     )
     if relearned:
-        write_atomic(out / "relearn.csv", to_csv(in_percent(relearned, relearn_share_columns(relearned), CSV_DECIMALS)))
-    page = report_html(run_dir, meta, records, rows, failed, table, by_task, by_rate, collapsed, pngs, warning)
+        shares = relearn_share_columns(relearned)
+        write_atomic(rep.out_dir / "relearn.csv", to_csv(in_percent(relearned, shares, CSV_DECIMALS)))
+
+
+def build_report(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    metrics: tuple[str, ...] = HEATMAP_METRICS,
+    methods: list[str] | None = None,
+    pretrain_types: list[str] | None = None,
+    where: dict[str, dict] | None = None,
+    split_by: tuple[str, ...] = (),
+) -> Report:
+    """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
+
+    ``methods`` and ``pretrain_types`` restrict it to some methods and pretraining types; ``where`` to the
+    cells whose method settings have these values, given as ``rem bench --set`` gives them
+    (``{"*": {"expand_ratio": 1}}``: every method that has the setting; ``{"rem": {...}}``: one method),
+    cells of methods without the setting passing — e.g. ``expand_ratio`` 1 for a grid's own cells in a
+    run folder that ``benchmarks/capacity_ratio.py`` shares. ``split_by``: method settings shown in the
+    method's label, making cells that differ in them rows of their own (e.g. ``("steps",)`` to compare
+    unlearning budgets). Raises
+    :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
+    """
+    from rem.errors import ConfigError
+    from rem.paths import check_output_dir
+
+    bad = [m for m in metrics if m not in KNOWN_METRICS and not is_relearn_metric(m)]
+    if bad:
+        raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
+    run_dir = Path(run_dir)
+    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
+    records, failed, meta = _records(run_dir, methods, pretrain_types, where)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [flatten(r, split_by) for r in records]
+    starts = _starts(records)
+    by_task, by_rate = by_task_table(rows), by_rate_table(rows, starts)
+    rep = Report(
+        warning=_mixed_grids_warning(rows),
+        out_dir=out,
+        html=out / "report.html",
+        table_md=out / "table.md",
+        table_csv=out / "table.csv",
+        cells_csv=out / "cells.csv",
+        table=summary_table(rows),
+        n_cells=len(records),
+        n_failed=len(failed),
+        collapses=collapses(rows, starts),
+    )
+    pngs = _write_figures(rep, rows, starts, records, metrics)
+    relearned = relearn_table(rows)  # the relearning check's figures, when cells have them (rem.run.relearn)
+    _write_tables(rep, rows, by_task, by_rate, relearned)
+    page = report_html(
+        run_dir, meta, records, rows, failed, rep.table, by_task, by_rate, rep.collapses, pngs, rep.warning
+    )
     # the relearning section goes before the heatmaps (empty without relearning figures)
     write_atomic(rep.html, page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1))
     return rep

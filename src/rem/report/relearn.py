@@ -1,4 +1,4 @@
-"""The relearning check in the report (:mod:`rem.relearn`): which records count, which columns exist, and
+"""The relearning check in the report (:mod:`rem.run.relearn`): which records count, which columns exist, and
 the table of relearning figures with the gap to the clean reference (``retrain`` at rate 1.0)."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import math
 
-from rem.relearn import LR, STEPS, is_relearn_metric
 from rem.report.model import Table
 from rem.report.tables import fmt_pm, mean_sem
+from rem.run.relearn import LR, STEPS, is_relearn_metric
 from rem.units import percent
 
 NOTE = (
-    f"Relearning check (rem.relearn): a copy of the healed model re-tuned {STEPS} SGD steps (lr {LR:g}) on k "
+    f"Relearning check (rem.run.relearn): a copy of the healed model re-tuned {STEPS} SGD steps (lr {LR:g}) on k "
     "corrupted "
     "samples and k clean ones, then measured again; mean ± SEM over seeds, in percent. Δ clean: the gap to the "
     "clean reference, retrain at rate 1.0 put through the same re-tuning (— without one): a healing that holds "

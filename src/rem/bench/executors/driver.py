@@ -38,8 +38,9 @@ from pathlib import Path
 from rem.bench.cell import ingest_incoming, start_specs
 from rem.bench.executors.plan import GridBar, Plan, RunSummary, Sink
 from rem.bench.grid import Grid
-from rem.bench.store import ResultStore, dumps
+from rem.bench.store import ResultStore
 from rem.errors import ConfigError
+from rem.run.record import dumps
 
 EXECUTORS = ("local", "ray", "slurm")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rem.bench.grid import Cell
 from rem.bench.store import ResultStore
 from rem.errors import RemError
+from rem.run.spec import Cell
 
 
 @dataclass

@@ -7,9 +7,9 @@ import traceback
 
 from rem.bench.cell import StartSpec, ensure_start, pretrain_start_bytes, run_cell, start_specs
 from rem.bench.executors.plan import Plan, set_threads
-from rem.bench.grid import Cell
 from rem.errors import ConfigError, RemError
 from rem.paths import write_atomic
+from rem.run.spec import Cell
 
 
 def _import_ray():

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rem.bench.cell import StartSpec, ensure_start, make_cell_task, run_cell_to_file, start_specs
 from rem.bench.executors.plan import Plan, set_threads
-from rem.bench.grid import Cell
 from rem.errors import ConfigError, RemError
+from rem.run.spec import Cell
 
 
 def _import_submitit():

@@ -30,7 +30,7 @@ from torch import nn
 
 from rem.errors import ConfigError
 from rem.methods.base import Method, MethodConfig, register, setting
-from rem.methods.baselines.common import plain_batches
+from rem.methods.common import plain_batches
 from rem.metrics import accuracy
 from rem.models import shrink
 

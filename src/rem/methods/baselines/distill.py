@@ -11,19 +11,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register, setting
-from rem.methods.baselines.common import (
-    LossLog,
+from rem.methods.base import Method, MethodConfig, register, setting
+from rem.methods.common import (
     batches,
+    cycle,
     derived_seed,
     distill_kl,
+    forget_batches,
     forward,
     fresh_model,
     frozen_copy,
+    optimizer_for,
     train_forward_mode,
+    train_logged,
+    train_steps,
 )
 from rem.models import shrink
-from rem.runtime import autocast
 
 
 @torch.no_grad()
@@ -79,39 +82,36 @@ class SCRUB(Method):
         mode = train_forward_mode(model, ctx)
         teacher = frozen_copy(model)
         T = cfg.temperature
-        fb = batches(task, forget_idx, cfg, dev, seed_offset=1, drop_last=False)  # every D_f sample
+        fb = forget_batches(task, forget_idx, cfg, dev, seed_offset=1)  # every D_f sample
         rb = batches(task, task.retain_idx(forget_idx), cfg, dev)
         retain_steps = cycle(rb, cfg.steps)
         chunk = math.ceil(cfg.steps / cfg.rounds)
         opt = optimizer_for(model, cfg)
+
+        def max_loss(x, _, idx):  # minus the KL: the step pushes the student's D_f predictions away
+            return -distill_kl(forward(model, x, idx, mode), _probs(teacher, x, idx, mode, T), T)
+
+        def min_loss(x, y, idx):  # CE on D_r plus the KL that keeps the student close to the teacher
+            logits = forward(model, x, idx, mode)
+            kl = distill_kl(logits, _probs(teacher, x, idx, mode, T), T)
+            return F.cross_entropy(logits.float(), y) + cfg.alpha * kl
+
+        def min_step(step, loss) -> None:
+            done[0] = step + 1
+            ctx.step(done[0], cfg.steps, loss)
+
         model.train()
-        done = 0
+        done = [0]
         for rnd in range(cfg.rounds):
             rec: dict = {"round": rnd}
-            if rnd < cfg.msteps:  # max-steps: push the student's D_f predictions away from the teacher's
-                total = n = 0
-                for x, _, idx in fb:
-                    with autocast(dev):
-                        kl = distill_kl(forward(model, x, idx, mode), _probs(teacher, x, idx, mode, T), T)
-                    opt.zero_grad(set_to_none=True)
-                    (-kl).backward()
-                    opt.step()
-                    total, n = total + kl.item(), n + 1
-                rec.update(max_steps=n, max_kl=total / max(1, n))
-            total = n = 0
-            for step, (x, y, idx) in itertools.islice(retain_steps, chunk):  # min-steps on D_r
-                with autocast(dev):
-                    logits = forward(model, x, idx, mode)
-                    kl = distill_kl(logits, _probs(teacher, x, idx, mode, T), T)
-                    loss = F.cross_entropy(logits.float(), y) + cfg.alpha * kl
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total, n, done = total + loss.item(), n + 1, step + 1
-                ctx.step(done, cfg.steps, loss)
-            rec.update(min_steps=n, min_loss=total / max(1, n), steps=done)
+            if rnd < cfg.msteps:  # max-steps: one epoch over D_f
+                total, n = train_steps(enumerate(fb), opt, max_loss, dev)
+                rec.update(max_steps=n, max_kl=-total / n if n else 0.0)
+            chunk_steps = itertools.islice(retain_steps, chunk)  # min-steps on D_r
+            total, n = train_steps(chunk_steps, opt, min_loss, dev, on_step=min_step)
+            rec.update(min_steps=n, min_loss=total / max(1, n), steps=done[0])
             history.append(rec)
-            if rnd + 1 >= cfg.msteps and done >= cfg.steps:
+            if rnd + 1 >= cfg.msteps and done[0] >= cfg.steps:
                 break
         return shrink(model)
 
@@ -178,16 +178,18 @@ class BadTeacher(Method):
         is_forget = task.membership(forget_idx).to(dev)
         data = batches(task, None, cfg, dev)
         opt = optimizer_for(model, cfg)
-        log = LossLog(history, len(data))
+
+        def targets(x, _, idx):  # each teacher's distributions on its own samples
+            return teacher_targets(x, idx, is_forget[idx], competent, incompetent, mode, cfg.temperature)
+
         model.train()
-        for step, (x, _, idx) in cycle(data, cfg.steps):
-            target = teacher_targets(x, idx, is_forget[idx], competent, incompetent, mode, cfg.temperature)
-            with autocast(dev):
-                loss = distill_kl(forward(model, x, idx, mode), target, cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            log.add(step, loss.item())
-            ctx.step(step + 1, cfg.steps, loss)
-        log.flush(cfg.steps - 1)
+        train_logged(
+            data,
+            opt,
+            cfg,
+            ctx,
+            history,
+            lambda x, target, idx: distill_kl(forward(model, x, idx, mode), target, cfg.temperature),
+            targets_fn=targets,
+        )
         return shrink(model)

@@ -10,10 +10,16 @@ from torch import nn
 
 from rem.data.tasks import generator
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, register, setting
-from rem.methods.baselines.common import LossLog, batches, forward, plain_batches, train_forward_mode
+from rem.methods.base import Method, MethodConfig, register, setting
+from rem.methods.common import (
+    batches,
+    cross_entropy_loss,
+    forward,
+    plain_batches,
+    train_forward_mode,
+    train_logged,
+)
 from rem.models import shrink
-from rem.runtime import autocast
 
 
 class MaskedOptimizer(torch.optim.Optimizer):
@@ -168,15 +174,6 @@ class SalUn(Method):
                 "total": sum(m.numel() for m in masks.values()),
             }
         )
-        log = LossLog(history, len(data))
         model.train()
-        for step, (x, y, idx) in cycle(data, cfg.steps):
-            with autocast(dev):
-                loss = F.cross_entropy(forward(model, x, idx, mode).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            log.add(step, loss.item())
-            ctx.step(step + 1, cfg.steps, loss)
-        log.flush(cfg.steps - 1)
+        train_logged(data, opt, cfg, ctx, history, cross_entropy_loss(model, mode))
         return shrink(model)

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from rem.errors import ConfigError
-from rem.methods.base import Method, MethodConfig, cycle, optimizer_for, register, setting
-from rem.methods.baselines.common import (
-    LossLog,
+from rem.methods.base import Method, MethodConfig, register, setting
+from rem.methods.baselines.layers import last_layers, under
+from rem.methods.common import (
     batches,
+    cross_entropy_loss,
     derived_seed,
-    forward,
     fresh_model,
-    last_layers,
+    optimizer_for,
     train_forward_mode,
-    under,
+    train_logged,
 )
 from rem.models import shrink
-from rem.runtime import autocast
 from rem.train import fit
 
 
@@ -97,16 +94,7 @@ def _train_ce(model, task, idx, cfg: MethodConfig, ctx, history, params=None, tr
             if name and under(name, train_modules):
                 mod.train()
     opt = optimizer_for(model, cfg, params)
-    log = LossLog(history, len(data))
-    for step, (x, y, idx_b) in cycle(data, cfg.steps):
-        with autocast(dev):
-            loss = F.cross_entropy(forward(model, x, idx_b, mode).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log.add(step, loss.item())
-        ctx.step(step + 1, cfg.steps, loss)
-    log.flush(cfg.steps - 1)
+    train_logged(data, opt, cfg, ctx, history, cross_entropy_loss(model, mode))
 
 
 @register
@@ -179,7 +167,7 @@ class CF2(_LastLayers):
     """Catastrophic forgetting-k (Goel et al. 2022), k = 2: fine-tune only the last k layers on D_r
     (CE, the shared SGD settings); all other layers, batch-norm statistics included, stay bit-identical.
 
-    Uses D_r. Layers as in :func:`rem.methods.baselines.common.layer_groups`.
+    Uses D_r. Layers as in :func:`rem.methods.baselines.layers.layer_groups`.
     """
 
     name = "cf-2"

@@ -35,8 +35,8 @@ from torch.func import functional_call
 
 from rem.data.loader import train_batches
 from rem.errors import ConfigError
-from rem.methods.base import Method, cycle, register, setting
-from rem.methods.baselines.common import derived_seed
+from rem.methods.base import Method, register, setting
+from rem.methods.common import cycle, derived_seed
 from rem.methods.defences.common import DefenceConfig, batch_norms, clean_pool, deployed
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rem.methods.base import Method, cycle, optimizer_for, register, setting
-from rem.methods.baselines.common import LossLog, batches, derived_seed
+from rem.methods.base import Method, register, setting
+from rem.methods.common import LossLog, batches, cycle, derived_seed, optimizer_for
 from rem.methods.defences.common import DefenceConfig, classifier_head, clean_pool, deployed
 from rem.runtime import autocast
 

@@ -43,7 +43,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rem.errors import ConfigError
 from rem.methods.base import Method, register, setting
-from rem.methods.baselines.common import derived_seed
+from rem.methods.common import derived_seed
 from rem.methods.defences.common import DefenceConfig, clean_pool, deployed, endless, plain_shuffled
 
 

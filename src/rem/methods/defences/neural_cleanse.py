@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, cycle, optimizer_for, register, setting
-from rem.methods.baselines.common import LossLog, batches, derived_seed
+from rem.methods.base import Method, register, setting
+from rem.methods.common import LossLog, batches, cycle, derived_seed, optimizer_for
 from rem.methods.defences.common import (
     DefenceConfig,
     clean_pool,

@@ -12,10 +12,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rem.cli.args import add_common
+
 DEMO_METHODS = ("none", "rem", "npo", "finetune", "scrub", "badt")
 
 
-def run_demo(args) -> int:
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="the main job: REM against the strongest baselines on CIFAR-10 (cpu profile)",
+        description="Pretrain on the cpu profile of CIFAR-10 and compare REM with baselines.",
+    )
+    p.add_argument(
+        "--run-dir", default="runs/demo", help="folder of the demo's results store and report (default runs/demo)"
+    )
+    p.add_argument("--profile", default="cpu", help="settings profile (default cpu; smoke for a quick look)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
     from rem.bench.executors import run_grid
     from rem.bench.grid import Grid
     from rem.bench.store import ResultStore

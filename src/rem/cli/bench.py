@@ -1,11 +1,11 @@
-"""The ``rem bench`` and ``rem report`` commands (wired into :mod:`rem.cli`)."""
+"""``rem bench``: run the benchmark grid (methods × pretraining × tasks × rates × seeds), resumably."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
-from rem.errors import ConfigError
+from rem.cli.args import add_data_options, add_device_option, add_n_corrupt_option, add_quiet_option, int_at_least
+from rem.cli.settings import parse_settings
 
 BENCH_EPILOG = """examples:
   rem bench --profile smoke --run-dir runs/smoke
@@ -17,40 +17,8 @@ BENCH_EPILOG = """examples:
 Rerunning the same command resumes: cells already in <run-dir>/results.sqlite are skipped."""
 
 
-def parse_settings(items: list[str] | None) -> dict:
-    """``["rem.beta=0.5", "alpha=0.1"]`` → ``{"rem": {"beta": "0.5"}, "*": {"alpha": "0.1"}}``.
-
-    Values stay text here: the method's config parses each by its field's declared type
-    (:func:`rem.settings.coerce_fields`), so ``remove_term=False`` is the boolean false, never the string.
-    """
-    out: dict[str, dict] = {}
-    for it in items or []:
-        lhs, eq, v = it.partition("=")
-        method, _, key = lhs.strip().rpartition(".")
-        if not eq or not key:
-            raise ConfigError(f"--set expects [METHOD.]KEY=VALUE, got {it!r}")
-        out.setdefault(method or "*", {})[key.replace("-", "_")] = v
-    return out
-
-
-def settings_for(items: list[str] | None, name: str, what: str = "method") -> dict:
-    """``--set`` values for one run of ``name`` (a method, a score): ``key=value`` and ``name.key=value``
-    merged, the latter winning; a ``other.key=value`` for any other name is refused, naming it."""
-    by = parse_settings(items)
-    others = sorted(set(by) - {"*", name})
-    if others:
-        raise ConfigError(f"--set for {', '.join(others)}, but this run's {what} is {name!r}")
-    return {**by.get("*", {}), **by.get(name, {})}
-
-
-def _int_at_least(low: int):
-    from rem.cli import int_at_least
-
-    return int_at_least(low)
-
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
+def add_parser(sub) -> None:
+    p = sub.add_parser(
         "bench",
         help="run the benchmark grid (methods × pretraining × tasks × rates × seeds), resumably",
         description="Run every cell of a benchmark grid not yet in <run-dir>/results.sqlite: pretrain each "
@@ -94,21 +62,16 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument(
         "--width", type=float, default=None, help="override the ResNet-9 width multiplier (default: the profile's)"
     )
-    g.add_argument(
-        "--n-corrupt",
-        type=_int_at_least(1),
-        default=None,
-        help="override |D_c|, the number of corrupted samples, >= 1 (default: the profile's)",
-    )
+    add_n_corrupt_option(g)
     g.add_argument(
         "--steps",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="override the unlearning step budget of every method, >= 1 (default: the profile's)",
     )
     g.add_argument(
         "--pretrain-steps",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="override the number of pretraining steps, >= 1 (default: the profile's)",
     )
@@ -131,14 +94,14 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         "--relearn",
         default=None,
         metavar="K[,K...]",
-        help="after each cell, the relearning check (rem.relearn): re-tune a copy of the healed model on K "
+        help="after each cell, the relearning check (rem.run.relearn): re-tune a copy of the healed model on K "
         "corrupted + K clean samples and measure healed / ASR again, e.g. 5,50 (default: off; it enters the "
         "cells' keys only when on)",
     )
     g.add_argument("--dry-run", action="store_true", help="list the cells and how many are stored; run nothing")
     g.add_argument(
         "--limit",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=None,
         help="run at most this many of the missing cells, >= 0 (default: all)",
     )
@@ -193,61 +156,12 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         help="at most this many jobs of the array at once",
     )
     e.add_argument("--slurm-account", default=None, help="SLURM account to charge")
-    e.add_argument(
-        "--data-dir",
-        default=None,
-        help="folder holding the data sets (default: $REM_DATA_DIR, else "
-        "~/.cache/rem/data; CIFAR-10 is downloaded there if missing)",
-    )
-    e.add_argument("--device", default="auto", help="compute device: auto (CUDA if available), cpu, cuda, cuda:1")
+    add_data_options(e, download=False)
+    add_device_option(e)
     e.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell (default: record it, go on)")
     e.add_argument("--no-report", action="store_true", help="do not build the report at the end")
-    e.add_argument(
-        "--quiet", action="store_true", help="no progress bars (they are drawn only when stderr is a terminal anyway)"
-    )
-    p.set_defaults(func=cmd_bench)
-    return p
-
-
-def add_report_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "report",
-        help="heatmaps, tables and an HTML page from a run folder",
-        description="Build the report of <run-dir>/results.sqlite: heatmap_{uxh,healed,utility}.png (rows = "
-        "regularity, columns = discovery rate, one panel per method, the starting model as reference "
-        "column), table.md/table.csv (mean ± SEM per method, sorted by uxh), cells.csv and one "
-        "self-contained report.html.",
-    )
-    p.add_argument("--run-dir", required=True, help="run folder written by `rem bench`")
-    p.add_argument("--out", default=None, help="output folder (default <run-dir>/report)")
-    p.add_argument("--methods", default=None, help="comma-separated methods to include (default all in the store)")
-    p.add_argument(
-        "--pretrain-types",
-        default=None,
-        help="comma-separated pretraining types to include, e.g. capacity-0.5 (default all in the store)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="[METHOD.]KEY=VALUE",
-        help="only cells whose method has this setting at this value (methods without the setting pass), "
-        "for one method (rem.beta=0.5) or every method that has it (expand_ratio=1); repeatable",
-    )
-    p.add_argument(
-        "--expand-ratio",
-        type=float,
-        default=None,
-        help="shortcut of --set expand_ratio=R: only cells of this REM extra-capacity ratio (and methods "
-        "without one), e.g. 1 to leave out the cells benchmarks/capacity_ratio.py adds to a run folder "
-        "(default all)",
-    )
-    p.add_argument(
-        "--metrics",
-        default="uxh,healed,utility",
-        help="comma-separated metrics to draw heatmaps of (default uxh,healed,utility)",
-    )
-    p.set_defaults(func=cmd_report)
-    return p
+    add_quiet_option(e)
+    p.set_defaults(func=run)
 
 
 def grid_from_args(args):
@@ -275,9 +189,49 @@ def grid_from_args(args):
     return Grid(profile="cpu").override(**over)
 
 
-def cmd_bench(args) -> int:
-    from rem.bench.executors import run_grid
+def dry_run(grid, run_dir) -> int:
+    """List the grid's cells, each as stored or to run, and how many are stored; run nothing."""
+    from pathlib import Path
+
     from rem.bench.store import ResultStore
+
+    cells = grid.cells()
+    done = set()
+    if (Path(run_dir) / "results.sqlite").exists():
+        with ResultStore.in_run_dir(run_dir, create=False) as store:
+            done = store.done_keys()
+    for c in cells:
+        print(f"{'stored ' if c.key in done else 'to run '} {c.key}  {c.label()}")
+    print(f"{len(cells)} cells, {sum(c.key in done for c in cells)} stored")
+    return 0
+
+
+def executor_options(args) -> dict:
+    """The options of the chosen executor (:func:`rem.bench.executors.run_grid`'s keywords)."""
+    if args.executor == "local":
+        return {"workers": args.workers}
+    if args.executor == "ray":
+        return {
+            "ray_address": args.ray_address,
+            "cpus_per_cell": args.cpus_per_cell,
+            "gpus_per_cell": args.gpus_per_cell,
+        }
+    return {
+        "cluster": args.slurm_cluster,
+        "slurm": {
+            "partition": args.slurm_partition,
+            "timeout_min": args.slurm_timeout_min,
+            "cpus_per_task": args.slurm_cpus,
+            "gpus_per_node": args.slurm_gpus,
+            "mem_gb": args.slurm_mem_gb,
+            "array_parallelism": args.slurm_array_parallelism,
+            "account": args.slurm_account,
+        },
+    }
+
+
+def run(args) -> int:
+    from rem.bench.executors import run_grid
     from rem.paths import check_output_dir
     from rem.runtime import pick_device
 
@@ -285,39 +239,7 @@ def cmd_bench(args) -> int:
     pick_device(args.device)  # a device this torch cannot use is refused before any work
     check_output_dir(args.run_dir, "run folder")
     if args.dry_run:
-        cells = grid.cells()
-        done = set()
-        from pathlib import Path
-
-        if (Path(args.run_dir) / "results.sqlite").exists():
-            with ResultStore.in_run_dir(args.run_dir, create=False) as store:
-                done = store.done_keys()
-        for c in cells:
-            print(f"{'stored ' if c.key in done else 'to run '} {c.key}  {c.label()}")
-        print(f"{len(cells)} cells, {sum(c.key in done for c in cells)} stored")
-        return 0
-    kw = {}
-    if args.executor == "local":
-        kw = {"workers": args.workers}
-    elif args.executor == "ray":
-        kw = {
-            "ray_address": args.ray_address,
-            "cpus_per_cell": args.cpus_per_cell,
-            "gpus_per_cell": args.gpus_per_cell,
-        }
-    elif args.executor == "slurm":
-        kw = {
-            "cluster": args.slurm_cluster,
-            "slurm": {
-                "partition": args.slurm_partition,
-                "timeout_min": args.slurm_timeout_min,
-                "cpus_per_task": args.slurm_cpus,
-                "gpus_per_node": args.slurm_gpus,
-                "mem_gb": args.slurm_mem_gb,
-                "array_parallelism": args.slurm_array_parallelism,
-                "account": args.slurm_account,
-            },
-        }
+        return dry_run(grid, args.run_dir)
     summary = run_grid(
         grid,
         args.run_dir,
@@ -327,7 +249,7 @@ def cmd_bench(args) -> int:
         progress=not args.quiet,
         fail_fast=args.fail_fast,
         limit=args.limit,
-        **kw,
+        **executor_options(args),
     )
     print(summary)
     if not args.no_report and summary.skipped + summary.done > 0:
@@ -336,33 +258,3 @@ def cmd_bench(args) -> int:
         rep = build_report(args.run_dir)
         print(f"report: {rep.html}")
     return 0 if not summary.failed else 1
-
-
-def cmd_report(args) -> int:
-    from rem.bench.grid import parse_list
-    from rem.paths import check_output_dir
-    from rem.report import build_report
-    from rem.run import shortcut_settings
-
-    if args.out:
-        check_output_dir(args.out, "report folder")
-    metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
-    methods = list(parse_list(args.methods) or ()) or None
-    where = parse_settings(args.set)
-    where["*"] = {**shortcut_settings(expand_ratio=args.expand_ratio), **where.get("*", {})}
-    rep = build_report(
-        args.run_dir,
-        args.out,
-        metrics=tuple(metrics),
-        methods=methods,
-        pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
-        where={m: s for m, s in where.items() if s} or None,
-    )
-    sys.stdout.write(rep.table_md.read_text())
-    if rep.warning:
-        print(rep.warning, file=sys.stderr)
-    print(
-        f"\n{rep.n_cells} cells ({rep.n_failed} failed); wrote {rep.html}, {rep.table_md}, {rep.table_csv}, "
-        f"{rep.cells_csv} and {len(rep.heatmaps)} heatmaps"
-    )
-    return 0

@@ -1,0 +1,5 @@
+import sys
+
+from rem.cli import main
+
+sys.exit(main())
