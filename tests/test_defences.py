@@ -1,4 +1,4 @@
-"""The backdoor defences of issue 33 (:mod:`rem.methods.defences`): each one's mechanism on a small backdoor.
+"""The post-training backdoor defences (:mod:`rem.methods.defences`): each one's mechanism on a small backdoor.
 
 A *planted* backdoor makes the mechanism checks sharp and fast: a tiny convnet (a user's own ``nn.Module``,
 wrapped as rem wraps any model) trained on clean generated images, plus one batch-norm neuron wired by hand

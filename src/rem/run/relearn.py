@@ -1,4 +1,4 @@
-"""The relearning check (issue 33): does the healing hold when the model is re-tuned on a few corrupted samples?
+"""The relearning check: does the healing hold when the model is re-tuned on a few corrupted samples?
 
 Min et al. (arXiv 2410.09838, the "retuning attack") re-tune purified models on a handful of poisoned
 samples: the backdoor returns for defences that only hid it, and stays away from a model trained clean.

@@ -1,4 +1,4 @@
-"""Post-training backdoor defences as registered methods (issue 33), each run in rem's setting: D_r as its
+"""Post-training backdoor defences as registered methods, each run in rem's setting: D_r as its
 "clean" data, contaminated as it really is, or (``clean_subset=true``) a truly clean one — an upper bound.
 
 | name | module | paper |
