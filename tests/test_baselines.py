@@ -131,7 +131,8 @@ def test_retain_methods_never_see_the_forget_set(name, task, forget_idx, start_m
     idx = seen.all()
     assert idx.numel() > 0
     assert not torch.isin(idx, forget_idx).any(), f"{name} saw samples of D_f"
-    assert not _same(_state(out), _state(shrink(start_models["capacity-0.5"])))
+    if not getattr(REGISTRY[name], "acts_on_detection", False):  # NC / ANP may find nothing to patch or prune
+        assert not _same(_state(out), _state(shrink(start_models["capacity-0.5"])))
 
 
 def test_retrain_needs_the_recipe_and_reinitialises(task, forget_idx, start_models):

@@ -60,8 +60,12 @@ class Grid:
     pretrain_steps: int | None = None
     expand_ratio: float | None = None  # shortcut of settings["*"]["expand_ratio"] (rem.run.SHORTCUTS)
     settings: dict = field(default_factory=dict)  # {"*": {...}, "<method>": {...}}: other method settings
+    relearn: tuple[int, ...] = ()  # the relearning check after every cell, e.g. (5, 50) (rem.run.relearn); () = off
 
     def __post_init__(self) -> None:
+        from rem.run.relearn import parse_ks
+
+        object.__setattr__(self, "relearn", parse_ks(self.relearn))
         for name in ("methods", "exclude_methods", "tasks", "rates", "seeds", "pretrain_types"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -201,7 +205,8 @@ class Grid:
                         ov = self.method_overrides(m, profile, seed)
                         get_method(m, **ov)  # validate once, before any work
                         for rate in profile.rates:
-                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, tuple(sorted(ov.items()))))
+                            ov_items = tuple(sorted(ov.items()))
+                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, ov_items, self.relearn))
         return out
 
 

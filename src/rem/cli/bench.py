@@ -90,6 +90,14 @@ def add_parser(sub) -> None:
         "the grid that has it (alpha=0.1; refused if none has it); repeatable; `rem methods --settings NAME` "
         "lists a method's settings",
     )
+    g.add_argument(
+        "--relearn",
+        default=None,
+        metavar="K[,K...]",
+        help="after each cell, the relearning check (rem.run.relearn): re-tune a copy of the healed model on K "
+        "corrupted + K clean samples and measure healed / ASR again, e.g. 5,50 (default: off; it enters the "
+        "cells' keys only when on)",
+    )
     g.add_argument("--dry-run", action="store_true", help="list the cells and how many are stored; run nothing")
     g.add_argument(
         "--limit",
@@ -174,6 +182,7 @@ def grid_from_args(args):
         "pretrain_steps": args.pretrain_steps,
         "expand_ratio": args.expand_ratio,
         "settings": parse_settings(args.set) or None,
+        "relearn": getattr(args, "relearn", None),
     }
     if args.config:
         return Grid.from_file(args.config, **over)

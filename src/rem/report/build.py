@@ -8,7 +8,10 @@ Writes into the output folder (default ``<run_dir>/report``):
   and pretraining type, sorted by uxh (plus, in the Markdown, mean uxh per task, uxh per task and
   discovery rate, and the cells where each method collapses, see :func:`rem.report.tables.collapses`);
 - ``redirection.png``: REM's per-round history per task (the paper's Fig. 5), when its cells track it;
-- ``cells.csv``: every finished cell's metrics;
+- ``cells.csv``: every finished cell's metrics (the relearning check's as their own columns, blank for
+  cells stored without it);
+- ``relearn.csv`` and a "Relearning check" section of ``table.md`` / ``report.html``, when cells have the
+  check's figures (:mod:`rem.run.relearn`): per method, task and rate, each with its gap to ``retrain`` at rate 1.0;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
 
 Everything shows the metrics in percent (the store holds shares), the CSV files to
@@ -26,6 +29,14 @@ from rem.report.curves import redirection_png
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
 from rem.report.markdown import report_markdown
+from rem.report.relearn import (
+    prefer_relearned,
+    relearn_columns,
+    relearn_html,
+    relearn_markdown,
+    relearn_share_columns,
+    relearn_table,
+)
 from rem.report.tables import (
     CELL_COLUMNS,
     CSV_DECIMALS,
@@ -38,9 +49,10 @@ from rem.report.tables import (
     summary_table,
     to_csv,
 )
+from rem.run.relearn import is_relearn_metric
 from rem.units import SHARE_METRICS
 
-HEATMAP_METRICS = ("uxh", "healed", "utility")
+HEATMAP_METRICS = ("uxh", "healed", "utility")  # also any relearning metric (relearn_asr_50, ...) on request
 KNOWN_METRICS = SHARE_METRICS
 
 
@@ -116,7 +128,7 @@ def _records(run_dir: Path, methods, pretrain_types, where) -> tuple[list[dict],
             return False
         return settings_match(r, where)
 
-    records = [r for r in records if keep(r)]
+    records = prefer_relearned([r for r in records if keep(r)])  # a cell once, with the relearning check if any
     failed = [r for r in failed if keep(r)]
     if not records:
         filters = [
@@ -161,15 +173,24 @@ def _write_figures(rep: Report, rows, starts, records, metrics) -> dict[str, byt
     return pngs
 
 
-def _write_tables(rep: Report, rows, by_task, by_rate) -> None:
-    """table.md (every table), table.csv (Table 1) and cells.csv (every cell), in percent."""
-    write_atomic(rep.table_md, report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning))
+def _write_tables(rep: Report, rows, by_task, by_rate, relearned: list[dict]) -> None:
+    """table.md (every table), table.csv (Table 1), cells.csv (every cell) and relearn.csv (the relearning
+    check, when cells have it), in percent."""
+    md = report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning) + relearn_markdown(relearned)
+    write_atomic(rep.table_md, md)
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
     table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
     table_cols.append("wall_s_mean")
     shares += ["uxh_seeds_mean", "uxh_seeds_sem"]
     write_atomic(rep.table_csv, to_csv(in_percent(rep.table, shares, CSV_DECIMALS), table_cols))
-    write_atomic(rep.cells_csv, to_csv(in_percent(rows, SHARE_METRICS, CSV_DECIMALS), CELL_COLUMNS))
+    relearn_cols = relearn_columns(rows)  # their own columns, blank for cells stored without the check
+    write_atomic(
+        rep.cells_csv,
+        to_csv(in_percent(rows, (*SHARE_METRICS, *relearn_cols), CSV_DECIMALS), (*CELL_COLUMNS, *relearn_cols)),
+    )
+    if relearned:
+        shares = relearn_share_columns(relearned)
+        write_atomic(rep.out_dir / "relearn.csv", to_csv(in_percent(relearned, shares, CSV_DECIMALS)))
 
 
 def build_report(
@@ -196,7 +217,7 @@ def build_report(
     from rem.errors import ConfigError
     from rem.paths import check_output_dir
 
-    bad = [m for m in metrics if m not in KNOWN_METRICS]
+    bad = [m for m in metrics if m not in KNOWN_METRICS and not is_relearn_metric(m)]
     if bad:
         raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
     run_dir = Path(run_dir)
@@ -219,9 +240,11 @@ def build_report(
         collapses=collapses(rows, starts),
     )
     pngs = _write_figures(rep, rows, starts, records, metrics)
-    _write_tables(rep, rows, by_task, by_rate)
+    relearned = relearn_table(rows)  # the relearning check's figures, when cells have them (rem.run.relearn)
+    _write_tables(rep, rows, by_task, by_rate, relearned)
     page = report_html(
         run_dir, meta, records, rows, failed, rep.table, by_task, by_rate, rep.collapses, pngs, rep.warning
     )
-    write_atomic(rep.html, page)
+    # the relearning section goes before the heatmaps (empty without relearning figures)
+    write_atomic(rep.html, page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1))
     return rep

@@ -70,6 +70,7 @@ def unlearn_and_record(
     with measure(device) as m:
         result = method.unlearn(model, task, forget_idx, ctx)
     metrics = evaluate(result.model, task, forget_idx, device=device)
+    relearn = _relearn(cell, result.model, task, metrics, device)
     record = {
         "key": cell.key,
         "method": cell.method,
@@ -93,5 +94,19 @@ def unlearn_and_record(
         "env": environment(device),
         "history": result.history,
         "finished_at": time.time(),
+        **relearn,
     }
     return result, json.loads(dumps(record))
+
+
+def _relearn(cell, model, task, metrics: dict, device) -> dict:
+    """The relearning check (:mod:`rem.run.relearn`) when the cell asks for it: its metrics go into ``metrics``,
+    its settings and sample counts into the record's ``relearn`` (nothing when off)."""
+    ks = getattr(cell, "relearn", ())
+    if not ks:
+        return {}
+    from rem.run.relearn import relearn_metrics
+
+    extra, details = relearn_metrics(model, task, ks, device=device, seed=cell.seed)
+    metrics.update(extra)
+    return {"relearn": details}

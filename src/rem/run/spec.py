@@ -107,6 +107,7 @@ class Cell:
     seed: int
     profile: Profile  # resolved (overrides applied)
     method_overrides: tuple[tuple[str, object], ...] = ()  # sorted (name, value) pairs given to get_method
+    relearn: tuple[int, ...] = ()  # the relearning check's sample counts (rem.run.relearn); () = off
 
     @property
     def overrides(self) -> dict:
@@ -134,7 +135,14 @@ class Cell:
             "profile": cell_profile_dict(self.profile.as_dict()),
             "method_config": self.method_config(),
             "model_layout": MODEL_LAYOUT,
+            **self._relearn_config(),
         }
+
+    def _relearn_config(self) -> dict:
+        """The relearning check's settings, only when on: cells stored without it keep their keys."""
+        from rem.run.relearn import relearn_settings
+
+        return {"relearn": relearn_settings(self.relearn)} if self.relearn else {}
 
     @cached_property
     def key(self) -> str:

@@ -1,0 +1,140 @@
+"""The relearning check in the report (:mod:`rem.run.relearn`): which records count, which columns exist, and
+the table of relearning figures with the gap to the clean reference (``retrain`` at rate 1.0)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from rem.report.model import Table
+from rem.report.tables import fmt_pm, mean_sem
+from rem.run.relearn import LR, STEPS, is_relearn_metric
+from rem.units import percent
+
+NOTE = (
+    f"Relearning check (rem.run.relearn): a copy of the healed model re-tuned {STEPS} SGD steps (lr {LR:g}) on k "
+    "corrupted "
+    "samples and k clean ones, then measured again; mean ± SEM over seeds, in percent. Δ clean: the gap to the "
+    "clean reference, retrain at rate 1.0 put through the same re-tuning (— without one): a healing that holds "
+    "relearns no more than the clean model (Δ relearned ASR ≈ 0, Δ relearned healed ≈ 0)."
+)
+
+
+def prefer_relearned(records: list[dict]) -> list[dict]:
+    """``records`` without those superseded by a record of the same cell computed with the relearning check
+    (same configuration but for ``relearn``), so a run folder holding both counts each cell once."""
+    with_relearn = set()
+    for r in records:
+        cfg = r.get("config") or {}
+        if "relearn" in cfg:
+            with_relearn.add(_base_key(cfg))
+    return [
+        r
+        for r in records
+        if "relearn" in (r.get("config") or {}) or _base_key(r.get("config") or {}) not in with_relearn
+    ]
+
+
+def _base_key(cfg: dict) -> str:
+    return json.dumps({k: v for k, v in cfg.items() if k != "relearn"}, sort_keys=True, default=str)
+
+
+def relearn_columns(rows: list[dict]) -> list[str]:
+    """The relearning metric columns present in ``rows`` (ordered by k, healed before asr)."""
+    names = {k for r in rows for k, v in r.items() if is_relearn_metric(k) and v is not None}
+
+    def order(n: str) -> tuple[int, int]:
+        return int(n.rsplit("_", 1)[1]), 0 if "healed" in n else 1
+
+    return sorted(names, key=order)
+
+
+def relearn_table(rows: list[dict]) -> list[dict]:
+    """Per (method, pretraining type, task, rate): the mean ± SEM over seeds of healed, asr and every
+    relearning metric, and each relearning metric's gap to the clean reference (``retrain`` at rate 1.0 on
+    the same task and pretraining type, ``gap_<metric>`` = method − reference; NaN without a reference)."""
+    cols = relearn_columns(rows)
+    if not cols:
+        return []
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if any(r.get(c) is not None for c in cols):
+            groups.setdefault((r["method"], r["pretrain_type"], r["task"], float(r["rate"])), []).append(r)
+    means = {}
+    for key, rs in groups.items():
+        means[key] = {m: mean_sem(r.get(m) for r in rs) for m in ("healed", "asr", *cols)}
+    out = []
+    for (method, ptype, task, rate), stats in means.items():
+        ref = means.get(("retrain", ptype, task, 1.0))
+        row = {"method": method, "pretrain_type": ptype, "task": task, "rate": rate, "seeds": stats["healed"][2]}
+        for m, (mean, sem, _) in stats.items():
+            row[f"{m}_mean"], row[f"{m}_sem"] = mean, sem
+        for c in cols:
+            row[f"gap_{c}"] = stats[c][0] - ref[c][0] if ref is not None else math.nan
+        out.append(row)
+    out.sort(key=lambda r: (r["task"], r["rate"], r["pretrain_type"], r["method"]))
+    return out
+
+
+def relearn_share_columns(table: list[dict]) -> list[str]:
+    """The share-valued columns of :func:`relearn_table`'s rows (means, SEMs and gaps), for the CSV's percent."""
+    return [k for k in table[0] if k.endswith(("_mean", "_sem")) or k.startswith("gap_")] if table else []
+
+
+def _gap(v: float) -> str:
+    return "—" if math.isnan(v) else f"{percent(v):+.2f}"
+
+
+def relearn_view(table: list[dict]) -> Table:
+    """The relearning table (:func:`relearn_table`) for people: healed / ASR, each relearning figure and its
+    gap to the clean reference, in percent."""
+    cols = sorted(
+        {k[: -len("_mean")] for r in table for k in r if k.endswith("_mean") and is_relearn_metric(k)},
+        key=lambda n: (int(n.rsplit("_", 1)[1]), 0 if "healed" in n else 1),
+    )
+    has_asr = any(not math.isnan(r.get("asr_mean", math.nan)) for r in table)
+    base = ["healed", "asr"] if has_asr else ["healed"]
+    head = ["method", "pretrain", "task", "rate", "seeds", *base]
+    for c in cols:
+        short = c.replace("relearn_healed_", "relearned healed k=").replace("relearn_asr_", "relearned ASR k=")
+        head += [short, "Δ clean"]
+    rows = []
+    for r in table:
+        line = [r["method"], r["pretrain_type"], r["task"], f"{r['rate']:g}", r["seeds"]]
+        line += [fmt_pm(percent(r[f"{m}_mean"]), percent(r[f"{m}_sem"])) for m in base]
+        for c in cols:
+            line += [fmt_pm(percent(r.get(f"{c}_mean", math.nan)), percent(r.get(f"{c}_sem", math.nan)))]
+            line += [_gap(r.get(f"gap_{c}", math.nan))]
+        rows.append(line)
+    return Table(head, rows, "llll" + "r" * (len(head) - 4))
+
+
+def relearn_markdown(table: list[dict]) -> str:
+    """The Markdown section of the relearning table ("" without relearning figures)."""
+    from rem.report.markdown import markdown_table
+
+    if not table:
+        return ""
+    return "\n## Relearning check\n\n" + NOTE + "\n\n" + markdown_table(relearn_view(table))
+
+
+def relearn_html(table: list[dict]) -> str:
+    """The HTML section of the relearning table ("" without relearning figures)."""
+    import html
+
+    from rem.report.html import html_table
+
+    if not table:
+        return ""
+    return f"<h2>Relearning check</h2><p>{html.escape(NOTE)}</p>" + html_table(relearn_view(table))
+
+
+__all__ = [
+    "prefer_relearned",
+    "relearn_columns",
+    "relearn_html",
+    "relearn_markdown",
+    "relearn_share_columns",
+    "relearn_table",
+    "relearn_view",
+]

@@ -1,0 +1,152 @@
+"""The relearning check: does the healing hold when the model is re-tuned on a few corrupted samples?
+
+Min et al. (arXiv 2410.09838, the "retuning attack") re-tune purified models on a handful of poisoned
+samples: the backdoor returns for defences that only hid it, and stays away from a model trained clean.
+Here, after unlearning, a copy of the healed model is fine-tuned for a fixed short budget on
+
+- k corrupted samples — the first k of the task's discovery order, so the same samples for every method
+  and rate, and samples of D_f whenever k ≤ |D_f| — with their corrupted labels (triggers stamped), and
+- as many clean samples (a seeded draw from D_tr ∖ D_c, true labels),
+
+then measured again. Each k of ``ks`` (default 5 and 50) gives, in the cell's ``metrics``:
+
+- ``relearn_healed_<k>``: healed after re-tuning (:func:`rem.metrics.evaluate`);
+- ``relearn_asr_<k>``: attack success after re-tuning (poison only).
+
+The re-tuning: :data:`STEPS` = 40 SGD steps (lr 0.01, momentum 0.9, weight decay 5e-4; the retuning attack's
+lr, and its 5 epochs of 1,000 samples at batch 128 ≈ 40 steps), each on all 2k samples, augmented as in
+pretraining, the deployed model in ``drop`` mode. Fixed across methods and profiles, so cells compare.
+**[choice]** Batch norm keeps the healed model's running statistics during the re-tuning (inference mode):
+batches of 10 or 100 samples, half of them triggered, would replace them with their own and measure that
+noise instead of relearning (the retuning attack's batches are mostly clean, 5 poisoned in 1,000).
+
+**Reference.** ``retrain`` at rate 1.0 never saw a corrupted sample: its relearning figures are how much a
+clean model picks up from the same re-tuning. The report shows them beside every method's and the gap to
+them (:func:`rem.report.relearn.relearn_table`).
+
+**Where it enters [choice].** A grid's ``relearn`` (``rem bench --relearn 5,50``, a grid file's
+``relearn = [5, 50]``; off by default: it costs two short fine-tunings and two evaluations per cell) puts
+:func:`relearn_settings` into each cell's configuration, and so into its key, *only when on*: cells computed
+without it keep their keys and records, and show blank relearning columns. A grid run with it computes its
+own cells (their unlearning again, since healed models are not stored); the report prefers, for the same
+cell, the record that has the relearning figures (:func:`rem.report.relearn.prefer_relearned`).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from rem.data.loader import train_batches
+from rem.data.tasks import Task
+from rem.errors import ConfigError
+from rem.seeding import seeded_generator
+
+STEPS = 40
+LR = 0.01
+MOMENTUM = 0.9
+WEIGHT_DECAY = 5e-4
+DEFAULT_KS = (5, 50)
+METRIC_PREFIXES = ("relearn_healed_", "relearn_asr_")
+
+
+def parse_ks(ks) -> tuple[int, ...]:
+    """``ks`` (an iterable of ints, or ``"5,50"``) as a sorted tuple of distinct positive ints; () = off."""
+    if ks is None:
+        return ()
+    if isinstance(ks, str):
+        items = [s.strip() for s in ks.split(",") if s.strip()]
+    else:
+        items = list(ks)
+    try:
+        out = sorted({int(k) for k in items})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"relearn: expected comma-separated sample counts such as 5,50, got {ks!r}") from e
+    if any(k < 1 for k in out):
+        raise ConfigError(f"relearn: sample counts must be >= 1, got {out}")
+    return tuple(out)
+
+
+def relearn_settings(ks) -> dict:
+    """What a cell's configuration carries when the check is on (it enters the cell's key)."""
+    return {"ks": list(parse_ks(ks)), "steps": STEPS, "lr": LR, "momentum": MOMENTUM, "weight_decay": WEIGHT_DECAY}
+
+
+def metric_names(ks, poison: bool = True) -> list[str]:
+    """The metric keys the check writes for ``ks``."""
+    out = []
+    for k in parse_ks(ks):
+        out.append(f"relearn_healed_{k}")
+        if poison:
+            out.append(f"relearn_asr_{k}")
+    return out
+
+
+def retune_idx(task: Task, k: int, seed: int) -> tuple[torch.Tensor, int]:
+    """(indices, n corrupted): the first k corrupted samples of the discovery order and as many clean ones."""
+    corrupt = task.discovery_order[:k].cpu()
+    clean_all = torch.ones(task.n_train, dtype=torch.bool)
+    clean_all[task.corrupt_idx.cpu()] = False
+    clean = clean_all.nonzero().squeeze(1)
+    pick = torch.randperm(len(clean), generator=seeded_generator(f"{seed}/relearn/clean"))[: len(corrupt)]
+    return torch.cat([corrupt, clean[pick]]), len(corrupt)
+
+
+def retune(model: torch.nn.Module, task: Task, idx: torch.Tensor, *, device, seed: int = 0, steps: int = STEPS):
+    """A copy of ``model`` fine-tuned ``steps`` SGD steps on D_tr[idx] as trained (one batch of all of them)."""
+    m = copy.deepcopy(model).to(device)
+    m.eval()  # batch norm keeps the model's statistics ([choice], module doc)
+    opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    data = train_batches(task, idx, device=device, batch_size=len(idx), seed=seed)
+    done = 0
+    while done < steps:
+        for x, y, _ in data:
+            loss = F.cross_entropy(m(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    return m.eval()
+
+
+def relearn_metrics(model: torch.nn.Module, task: Task, ks, *, device="cpu", seed: int = 0) -> tuple[dict, dict]:
+    """The relearning figures of the healed ``model`` for each k of ``ks``: (metrics, details).
+
+    ``metrics``: ``relearn_healed_<k>`` and (poison) ``relearn_asr_<k>``, shares in [0, 1]. ``details``: the
+    settings and, per k, how many corrupted samples were used (fewer than k when |D_c| < k)."""
+    import time
+
+    from rem.metrics import evaluate
+
+    dev = torch.device(device)
+    t0 = time.perf_counter()
+    metrics, used = {}, {}
+    for k in parse_ks(ks):
+        idx, n_corrupt = retune_idx(task, k, seed)
+        after = evaluate(retune(model, task, idx, device=dev, seed=seed), task, device=dev)
+        metrics[f"relearn_healed_{k}"] = after["healed"]
+        if "asr" in after:
+            metrics[f"relearn_asr_{k}"] = after["asr"]
+        used[str(k)] = n_corrupt
+    return metrics, {**relearn_settings(ks), "n_corrupt_used": used, "wall_s": time.perf_counter() - t0}
+
+
+def is_relearn_metric(name: str) -> bool:
+    """Whether ``name`` is a metric this check writes."""
+    return name.startswith(METRIC_PREFIXES)
+
+
+__all__ = [
+    "DEFAULT_KS",
+    "is_relearn_metric",
+    "metric_names",
+    "parse_ks",
+    "relearn_metrics",
+    "relearn_settings",
+    "retune",
+    "retune_idx",
+]
