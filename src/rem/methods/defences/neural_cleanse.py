@@ -29,7 +29,7 @@ unlearning share (0.2), with a success threshold of 98 %.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -193,7 +193,7 @@ class NeuralCleanse(Method):
             data = plain_shuffled(
                 task, pool, cfg.reverse_batch_size, ctx.device, derived_seed(cfg.seed, f"nc-{target}")
             )
-            triggers.append(reverse_trigger(model, data, target, cfg, shape, gen, ctx))
+            triggers.append(reverse_trigger(model, data, target, cfg, shape, gen, _phase(ctx, target, k, cfg)))
         l1 = [t["l1"] for t in triggers]
         index = anomaly_indices(l1)
         flagged = [y for y in range(k) if index[y] > cfg.anomaly_threshold]
@@ -211,7 +211,7 @@ class NeuralCleanse(Method):
         )
         model.requires_grad_(True)
         if flagged:
-            self._unlearn_with(model, task, pool, [triggers[y] for y in flagged], ctx, history)
+            self._unlearn_with(model, task, pool, [triggers[y] for y in flagged], _phase(ctx, k, k, cfg), history)
         return model
 
     def _unlearn_with(self, model, task, pool, triggers, ctx, history) -> None:
@@ -239,6 +239,18 @@ class NeuralCleanse(Method):
             log.add(step, loss.item())
             ctx.step(step + 1, cfg.steps, loss)
         log.flush(cfg.steps - 1)
+
+
+def _phase(ctx, index: int, n_classes: int, cfg: NeuralCleanseConfig):
+    """``ctx`` reporting one phase's steps as steps of the whole run: phase ``index`` < ``n_classes`` is a
+    class's reversal, phase ``n_classes`` the fine-tuning; the progress stays monotone over the phases."""
+    offset = index * cfg.reverse_steps()
+    total = n_classes * cfg.reverse_steps() + cfg.steps
+
+    def on_step(done: int, _total: int, loss=None) -> None:
+        ctx.step(offset + done, total, loss)
+
+    return replace(ctx, on_step=on_step)
 
 
 __all__ = ["NeuralCleanse", "NeuralCleanseConfig", "anomaly_indices", "reverse_trigger"]
