@@ -35,7 +35,7 @@ def run(args) -> int:
     from rem.bench.executors import run_grid
     from rem.bench.grid import Grid
     from rem.bench.store import ResultStore
-    from rem.paths import check_output_dir
+    from rem.output import probe_folder
     from rem.profiles import get_profile
     from rem.report import build_report
     from rem.runtime import pick_device
@@ -44,8 +44,8 @@ def run(args) -> int:
     name = getattr(args, "profile", "cpu")
     profile = get_profile(name)
     grid = Grid(profile=name, methods=DEMO_METHODS, tasks=("poison",), rates=(0.5,), seeds=(0,))
-    run_dir = check_output_dir(Path(args.run_dir), "run folder")
     pick_device(args.device)
+    run_dir = probe_folder(Path(args.run_dir), "run folder")
     data = {"cifar10": "CIFAR-10", "svhn": "SVHN", "generated": "generated images"}.get(
         profile.dataset, profile.dataset
     )

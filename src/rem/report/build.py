@@ -21,7 +21,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rem.paths import write_atomic
 from rem.report.curves import redirection_png
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
@@ -59,6 +58,7 @@ class Report:
     n_failed: int = 0
     collapses: list[dict] = field(default_factory=list)  # per method: the (task, rate) cells that collapse
     warning: str = ""  # set when records of several grids share a run folder
+    files: dict[Path, bytes | str] = field(default_factory=dict, repr=False)  # what is written, by path
 
 
 def _starts(records: list[dict]) -> list[dict]:
@@ -153,23 +153,25 @@ def _write_figures(rep: Report, rows, starts, records, metrics) -> dict[str, byt
     pngs = {}
     for m in metrics:
         pngs[m] = heatmap_png(rows, starts, m, collapsed=rep.collapses)
-        rep.heatmaps[m] = write_atomic(rep.out_dir / f"heatmap_{m}.png", pngs[m])
+        rep.heatmaps[m] = rep.out_dir / f"heatmap_{m}.png"
+        rep.files[rep.heatmaps[m]] = pngs[m]
     curve = redirection_png(records)
     if curve is not None:
         pngs["redirection"] = curve
-        rep.heatmaps["redirection"] = write_atomic(rep.out_dir / "redirection.png", curve)
+        rep.heatmaps["redirection"] = rep.out_dir / "redirection.png"
+        rep.files[rep.heatmaps["redirection"]] = curve
     return pngs
 
 
 def _write_tables(rep: Report, rows, by_task, by_rate) -> None:
     """table.md (every table), table.csv (Table 1) and cells.csv (every cell), in percent."""
-    write_atomic(rep.table_md, report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning))
+    rep.files[rep.table_md] = report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning)
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
     table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
     table_cols.append("wall_s_mean")
     shares += ["uxh_seeds_mean", "uxh_seeds_sem"]
-    write_atomic(rep.table_csv, to_csv(in_percent(rep.table, shares, CSV_DECIMALS), table_cols))
-    write_atomic(rep.cells_csv, to_csv(in_percent(rows, SHARE_METRICS, CSV_DECIMALS), CELL_COLUMNS))
+    rep.files[rep.table_csv] = to_csv(in_percent(rep.table, shares, CSV_DECIMALS), table_cols)
+    rep.files[rep.cells_csv] = to_csv(in_percent(rows, SHARE_METRICS, CSV_DECIMALS), CELL_COLUMNS)
 
 
 def build_report(
@@ -180,6 +182,7 @@ def build_report(
     methods: list[str] | None = None,
     pretrain_types: list[str] | None = None,
     where: dict[str, dict] | None = None,
+    overwrite: bool | None = None,
 ) -> Report:
     """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
 
@@ -189,17 +192,22 @@ def build_report(
     cells of methods without the setting passing — e.g. ``expand_ratio`` 1 for a grid's own cells in a
     run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
     :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
+
+    Every file is written together by rem's one writer (:mod:`rem.output`). ``overwrite``: replace report
+    files already in ``out_dir`` (default: yes for the run folder's own ``report/``, which rem rebuilds
+    from the store; no for another folder, where files of that name are refused).
     """
     from rem.errors import ConfigError
-    from rem.paths import check_output_dir
+    from rem.output import check_folder, write_now
 
     bad = [m for m in metrics if m not in KNOWN_METRICS]
     if bad:
         raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
     run_dir = Path(run_dir)
-    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
+    out = check_folder(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
+    if overwrite is None:
+        overwrite = out_dir is None
     records, failed, meta = _records(run_dir, methods, pretrain_types, where)
-    out.mkdir(parents=True, exist_ok=True)
     rows = [flatten(r) for r in records]
     starts = _starts(records)
     by_task, by_rate = by_task_table(rows), by_rate_table(rows, starts)
@@ -220,5 +228,6 @@ def build_report(
     page = report_html(
         run_dir, meta, records, rows, failed, rep.table, by_task, by_rate, rep.collapses, pngs, rep.warning
     )
-    write_atomic(rep.html, page)
+    rep.files[rep.html] = page
+    write_now(rep.files, overwrite=overwrite, what="report folder")
     return rep
