@@ -272,6 +272,36 @@ def test_report_rates_and_collapses(tmp_path):
     assert "Where methods collapse" in rep.html.read_text()
 
 
+def test_report_split_by_makes_a_setting_part_of_the_row(tmp_path):
+    """--split-by steps: cells of two budgets are two rows (averaged together, with a warning, without it)."""
+    from rem.report import build_report
+
+    with ResultStore.in_run_dir(tmp_path) as s:
+        for i, (method, mc, uxh) in enumerate(
+            [("rem", {"steps": 100}, 0.4), ("rem", {"steps": 250}, 0.2), ("none", {}, 0.1)]
+        ):
+            s.put(
+                {
+                    "key": f"k{i}",
+                    "method": method,
+                    "pretrain_type": "full",
+                    "task": "poison",
+                    "rate": 0.5,
+                    "seed": 0,
+                    "method_config": mc,
+                    "metrics": {"uxh": uxh, "healed": uxh, "utility": 1.0},
+                }
+            )
+    split = build_report(tmp_path, tmp_path / "split", split_by=("steps",))
+    assert {r["method"]: r["uxh_mean"] for r in split.table} == pytest.approx(
+        {"rem [steps=100]": 0.4, "rem [steps=250]": 0.2, "none": 0.1}
+    )
+    assert not split.warning
+    mixed = build_report(tmp_path, tmp_path / "mixed")
+    assert {r["method"]: r["uxh_mean"] for r in mixed.table} == pytest.approx({"rem": 0.3, "none": 0.1})
+    assert "averaged together" in mixed.warning
+
+
 def test_report_separates_expansion_ratios(tmp_path):
     """REM cells with another extra-capacity ratio (or soft masks) are their own row, not averaged in."""
     from rem.report import build_report

@@ -280,7 +280,20 @@ def test_rem_on_user_arrays_end_to_end(backdoored):
     assert acc_after < acc - 0.3, (acc, acc_after)  # the found samples' poisoned labels are unlearned
 
 
-BASELINES = ["none", "npo", "ascent", "finetune", "cf-2", "scrub", "badt", "ssd", "potion", "salun", "rem-no-remove"]
+BASELINES = [
+    "none",
+    "npo",
+    "ascent",
+    "finetune",
+    "cf-2",
+    "scrub",
+    "badt",
+    "ssd",
+    "potion",
+    "salun",
+    "rem-no-remove",
+    "rem-sp",
+]
 
 
 @pytest.mark.parametrize("method", BASELINES)
@@ -294,6 +307,15 @@ def test_methods_run_on_a_plain_module(method):
     MLP().load_state_dict(healed.state_dict(), strict=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert isinstance(history, list)
+
+
+def test_rem_reinit_on_a_plain_module_names_its_layer_count():
+    data = make_generated(n_train=120, n_test=10, size=16, seed=1)
+    x, y = data.x_train.numpy(), data.y_train.numpy()
+    with pytest.raises(ConfigError, match="k must be in \\[1, 2\\]"):  # the MLP has two layers, reinit_k is 4
+        rem.unlearn(MLP(), (x, y), [0, 5, 9], "rem-reinit", device="cpu", steps=3, batch_size=32)
+    healed, _ = rem.unlearn(MLP(), (x, y), [0, 5, 9], "rem-reinit", device="cpu", steps=3, batch_size=32, reinit_k=1)
+    MLP().load_state_dict(healed.state_dict(), strict=True)
 
 
 @pytest.mark.parametrize("method", ["retrain", "eu-2", "eu-4"])

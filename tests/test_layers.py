@@ -112,3 +112,15 @@ def test_the_walk_finds_lazy_and_relative_imports(tmp_path):
     assert imported("rem.data.m", f) == {"rem.cli.args", "rem.data.tasks", "rem.report"}
     with pytest.raises(AssertionError):
         assert not upward_imports({"rem.data.m": f})
+
+
+def test_rem_unlearn_runs_without_the_benchmark():
+    """``rem unlearn`` builds its cell with the run path alone (rem.run), as ``rem bench`` does."""
+    seen, todo = set(), ["rem.cli.unlearn"]
+    while todo:  # everything rem.cli.unlearn imports, directly or not
+        name = todo.pop()
+        if name in seen or name not in MODULES:
+            continue
+        seen.add(name)
+        todo.extend(imported(name, MODULES[name]))
+    assert "rem.run" in seen and not {n for n in seen if n.startswith("rem.bench")}

@@ -46,6 +46,13 @@ def add_parser(sub) -> None:
         "(default all)",
     )
     p.add_argument(
+        "--split-by",
+        default=None,
+        metavar="KEY[,KEY]",
+        help="method settings shown in the method's label, so that cells differing in them are rows of their "
+        "own, e.g. steps to compare unlearning budgets (default: none; such cells are averaged, with a warning)",
+    )
+    p.add_argument(
         "--metrics",
         default="uxh,healed,utility",
         help="comma-separated metrics to draw heatmaps of (default uxh,healed,utility)",
@@ -99,6 +106,7 @@ def run(args) -> int:
         pretrain_types=_listed(args.pretrain_types, "--pretrain-types"),
         where={m: s for m, s in where.items() if s} or None,
         overwrite=True if args.overwrite or args.out is None else None,
+        split_by=tuple(_listed(args.split_by, "--split-by") or ()),
     )
     sys.stdout.write(rep.table_md.read_text())
     if rep.warning:

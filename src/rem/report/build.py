@@ -182,6 +182,7 @@ def build_report(
     methods: list[str] | None = None,
     pretrain_types: list[str] | None = None,
     where: dict[str, dict] | None = None,
+    split_by: tuple[str, ...] = (),
     overwrite: bool | None = None,
 ) -> Report:
     """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
@@ -190,7 +191,9 @@ def build_report(
     cells whose method settings have these values, given as ``rem bench --set`` gives them
     (``{"*": {"expand_ratio": 1}}``: every method that has the setting; ``{"rem": {...}}``: one method),
     cells of methods without the setting passing — e.g. ``expand_ratio`` 1 for a grid's own cells in a
-    run folder that ``benchmarks/capacity_ratio.py`` shares. Raises
+    run folder that ``benchmarks/capacity_ratio.py`` shares. ``split_by``: method settings shown in the
+    method's label, making cells that differ in them rows of their own (e.g. ``("steps",)`` to compare
+    unlearning budgets). Raises
     :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
 
     Every file is written together by rem's one writer (:mod:`rem.output`). ``overwrite``: replace report
@@ -208,7 +211,7 @@ def build_report(
     if overwrite is None:
         overwrite = out_dir is None
     records, failed, meta = _records(run_dir, methods, pretrain_types, where)
-    rows = [flatten(r) for r in records]
+    rows = [flatten(r, split_by) for r in records]
     starts = _starts(records)
     by_task, by_rate = by_task_table(rows), by_rate_table(rows, starts)
     rep = Report(

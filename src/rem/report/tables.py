@@ -40,8 +40,11 @@ CELL_COLUMNS = (
 )
 
 
-def flatten(record: dict) -> dict:
-    """One record as a flat row: cell coordinates, metrics, wall time and memory."""
+def flatten(record: dict, split_by: tuple[str, ...] = ()) -> dict:
+    """One record as a flat row: cell coordinates, metrics, wall time and memory.
+
+    ``split_by``: method settings appended to the method's label (``rem [steps=250]``), so that cells that
+    differ in them are rows of their own (a method without the setting keeps its plain label)."""
     row = {
         k: record.get(k)
         for k in (
@@ -57,6 +60,10 @@ def flatten(record: dict) -> dict:
         )
     }
     row["method"] = method_label(record)
+    config = record.get("method_config") or {}
+    shown = [f"{k}={config[k]}" for k in split_by if k in config]
+    if shown:
+        row["method"] += f" [{', '.join(shown)}]"
     row["regularity"] = REGULARITY.get(record.get("task"), "")
     row.update(record.get("metrics", {}))
     return row
