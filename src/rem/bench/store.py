@@ -98,6 +98,8 @@ class ResultStore:
                     f"{self.path} stayed locked by another process for over {LOCK_PATIENCE_S:g} s ({e}); is a "
                     "`rem bench` or another program holding it open in a long transaction? Retry when it is done."
                 ) from e
+            if "full" in str(e):
+                raise StoreError(f"{self.path}: {e}; free space and run again (finished cells are kept)") from e
             raise StoreError(f"{self.path} is not a usable SQLite database ({e}); is it a rem results store?") from e
 
     @classmethod
