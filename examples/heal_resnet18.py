@@ -135,7 +135,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="training epochs of the poisoned model")
     ap.add_argument("--rate", type=float, default=0.5, help="share of the poisoned images that were found")
     ap.add_argument("--steps", type=int, default=100, help="REM's repair steps (the cpu profile's 100)")
-    ap.add_argument("--method", default="rem", help="unlearning method (rem, npo, finetune, scrub, ...)")
+    ap.add_argument(
+        "--method",
+        default="rem",
+        help="unlearning method (rem, rem-sp, npo, finetune, scrub, ...), or several, comma-separated: each heals "
+        "the same trained model",
+    )
     ap.add_argument("--branch-init", default="zero", choices=["zero", "default"], help="the branches' up projection")
     ap.add_argument(
         "--set",
@@ -147,8 +152,6 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="folder holding cifar-10-batches-py (default $REM_DATA_DIR)")
     args = ap.parse_args()
 
-    import rem
-    from rem.cli.settings import settings_for
     from rem.profiles import get_profile, profile_data, profile_task
 
     # The poisoned data set, as plain arrays (what a user would have on disk).
@@ -179,23 +182,32 @@ def main() -> None:
     before = report(model, x_test, y_test, x_test_trig, x_found, y_found)
     print(f"before: {before}  (training {t_train:.0f} s)", flush=True)
 
+    for method in args.method.split(","):
+        heal(model, images, labels, found, method, args, (x_test, y_test, x_test_trig, x_found, y_found), n_params)
+
+
+def heal(model, images, labels, found, method, args, evaluation, n_params) -> None:
+    """Heal ``model`` with ``method`` and print what changed; the healed model is the user's own class."""
+    import rem
+    from rem.cli.settings import settings_for
+
     # Healing: the user's module, the user's arrays, the found indices. Nothing else.
     t0 = time.perf_counter()
     healed, history = rem.unlearn(
         model,
         (images, labels),
         np.asarray(found),
-        method=args.method,
+        method=method,
         device="cpu",
         steps=args.steps,
         batch_size=512,
         lr=0.005,
         branch_init=args.branch_init,
-        **settings_for(args.set, args.method),  # text, parsed by each setting's declared type
+        **settings_for(args.set, method),  # text, parsed by each setting's declared type
     )
     t_heal = time.perf_counter() - t0
-    after = report(healed, x_test, y_test, x_test_trig, x_found, y_found)
-    print(f"after:  {after}  ({args.method} {t_heal:.0f} s)")
+    after = report(healed, *evaluation)
+    print(f"after:  {after}  ({method} {t_heal:.0f} s)")
 
     # The healed model is the user's own class with the user's own state_dict keys.
     assert type(healed) is ResNet18
@@ -203,7 +215,8 @@ def main() -> None:
     assert sum(p.numel() for p in healed.parameters()) == n_params
     print(
         f"healed model: {type(healed).__name__}, {n_params:,} parameters, loads strictly into ResNet18; "
-        f"best round {history[-1].get('best_round')}"
+        f"best round {history[-1].get('best_round')}",
+        flush=True,
     )
 
 

@@ -8,14 +8,13 @@ scores the model and the best epoch is returned. They differ only in the loss: N
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
 from rem.data.tasks import Task
 from rem.methods.base import Context, Method, MethodConfig, register, setting
-from rem.methods.common import BestState, forget_batches, optimizer_for, per_sample_ce, proxy
+from rem.methods.common import BestState, forget_batches, frozen_copy, optimizer_for, per_sample_ce, proxy
 from rem.methods.forget import ForgetLoss, ascent_objective, npo_objective, remove_phase
 from rem.models import CapacityNet, shrink
 from rem.runtime import autocast
@@ -74,7 +73,7 @@ def forget_until(
 ) -> CapacityNet:
     """One epoch of ``forget_loss`` at a time until Acc(D_f) ≤ γ (at most ``cfg.max_epochs``); best epoch."""
     dev = ctx.device
-    ref = copy.deepcopy(model).eval().requires_grad_(False)  # θ_o1-only reference (drop mode)
+    ref = frozen_copy(model)  # θ_o1-only reference (drop mode)
 
     @torch.no_grad()
     def ref_ce(x, y, idx):

@@ -34,7 +34,6 @@ method page of the documentation. **[beyond]** ``expand_ratio`` other than 1 and
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from rem.data.loader import train_batches
 from rem.data.tasks import Task
 from rem.errors import ConfigError
 from rem.methods.base import Context, Method, MethodConfig, register, setting
-from rem.methods.common import BestState, forget_batches, npo_loss, optimizer_for, per_sample_ce, proxy
+from rem.methods.common import BestState, forget_batches, frozen_copy, npo_loss, optimizer_for, per_sample_ce, proxy
 from rem.methods.forget import aug_acc, npo_objective, remove_phase
 from rem.metrics import accuracy, evaluate
 from rem.models import CapacityNet, expand, shrink
@@ -301,7 +300,7 @@ def reference(model: CapacityNet, shared: torch.Tensor, dev):
     """Freeze a copy of the expanded ``model`` as θ_ref (step 1). Returns ``(ref_ce, keys)``: the
     reference's per-sample CE in ``mask`` mode, and the batch's mask keys, the samples marked in
     ``shared`` (bool over D_tr, read at every call: it may grow) through the one shared mask."""
-    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    ref = frozen_copy(model)
 
     def keys(idx: torch.Tensor) -> torch.Tensor:
         return mask_keys(idx, shared)
