@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 SHARED_DATA := $(abspath ../shared/datasets)
 export REM_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/cifar-10-batches-py),$(SHARED_DATA),)
 
-.PHONY: venv test test-fast demo lint format bench clean
+.PHONY: venv test test-fast demo docs lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
 
 demo: venv
+	@echo "rem demo: starting (importing torch takes a second or two)"
 	$(VENV)/bin/rem demo
+
+# the documentation site (MkDocs + Material + mkdocstrings) into site/; the test suite runs the same build
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # style (ruff format), errors, imports and complexity (mccabe, see pyproject.toml)
 lint: venv
@@ -37,4 +42,4 @@ format: venv
 	$(VENV)/bin/ruff check --fix src tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) build dist site *.egg-info src/*.egg-info

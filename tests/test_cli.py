@@ -149,13 +149,3 @@ def test_help_texts_match_the_code_and_show_defaults():
         for act in p._actions:
             if act.option_strings and act.default not in (None, False, argparse.SUPPRESS):
                 assert "default" in (act.help or ""), f"rem {name} {act.option_strings}: default not shown"
-
-
-def test_readme_says_how_long_the_demo_takes_and_defines_the_metrics():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "20 CPU-minutes" in readme
-    for metric in ("healed", "utility", "uxh", "forget_acc", "asr"):
-        assert f"| `{metric}` |" in readme
-    assert "rem.task_of(meta)" in readme

@@ -19,6 +19,7 @@ LAYERS = [
     ("Python API", {"api", "heal", "__init__"}),
     ("benchmark", {"bench"}),
     ("report", {"report"}),
+    ("demo", {"demo"}),  # rem demo: the shipped starting model, a grid of methods, the report
     ("commands", {"cli", "__main__"}),
 ]
 LAYER_OF = {part: i for i, (_, parts) in enumerate(LAYERS) for part in parts}

@@ -15,6 +15,9 @@ Python API::
 
 Every metric, record field and history value is a share in [0, 1] (uxh = healed × utility too); only
 reports and command output show percent (:mod:`rem.units`).
+
+"SPEC §N" in the code's documentation refers to section N of ``docs/spec.md`` (the specification of
+what rem implements, in this repository and on the documentation site).
 """
 
 from rem.api import check_match, discover, task_of, unlearn

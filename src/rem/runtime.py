@@ -57,9 +57,8 @@ def tune_allocator() -> bool:
     With glibc's defaults, every activation buffer above the mmap threshold is mapped and unmapped per
     step, and the heap top is trimmed as soon as it is freed, so each training step faults its buffers
     in again (page faults, zeroing, system time). Here big blocks come from the heap (no mmap), the heap
-    is trimmed only past 2 GiB free, and it grows 1 GiB at a time. Measured on five REM steps of the
-    ``cpu`` profile at one thread: minor page faults 299k → 12k, system time 1.36 → 0.06 s, peak RSS
-    1,238 → 1,151 MB; whole cells in ``benchmarks/cell_cost.py`` (README). Called by the ``rem`` command
+    is trimmed only past 2 GiB free, and it grows 1 GiB at a time (its measured effect:
+    ``docs/performance.md``). Called by the ``rem`` command
     and its bench workers at start-up; a no-op (False) where the C library is not glibc, or when
     ``REM_MALLOC_TUNING=0``.
     """

@@ -1,4 +1,4 @@
-"""Discovery (issue 17): rank D_r by how likely each sample belongs with the corruption (see
+"""Discovery: rank D_r by how likely each sample belongs with the corruption (see
 :mod:`rem.discovery.base`); the scores are in :mod:`rem.discovery.scores`. The entry point,
 :func:`rem.discover`, is in :mod:`rem.api` (it prepares the model and data as :func:`rem.unlearn` does)."""
 

@@ -1,4 +1,4 @@
-"""Discovery (issue 17): rank the retained samples D_r by how likely they belong with the corruption.
+"""Discovery: rank the retained samples D_r by how likely they belong with the corruption.
 
 In practice only part of the corrupted set D_c is found: D_f. The rest, D_c \\ D_f, sits in the retain
 set D_r with its wrong labels (or its trigger), and every method that trains on D_r re-learns it. A

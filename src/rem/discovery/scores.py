@@ -1,7 +1,7 @@
 """The registered discovery scores (:mod:`rem.discovery.base`): ``rem``, ``features``, ``loss``,
 ``cleanlab``, ``spectral``. Each ranks D_r = D_tr \\ D_f; higher = more likely corrupted.
 
-**``rem``: what REM's own removal leaves unexplained** (designed here, issue 17). Run REM's steps 1–2 on
+**``rem``: what REM's own removal leaves unexplained** (**[beyond]**, designed for rem). Run REM's steps 1–2 on
 a copy of the starting model, exactly as REM runs them (expand, freeze the reference, NPO on D_f through
 θ_o1 until Acc(D_f) ≤ γ; the same settings and seeds, so it is the θ_o1 that REM's first round
 produces), then score every sample of D_r by
@@ -14,17 +14,15 @@ produces), then score every sample of D_r by
   their fit with it; the starting loss carries atypicality (the small-loss trick: memorised wrong labels
   fit less well than clean ones). Their sum asks which samples θ_o1 no longer fits once the discovered
   corruption is pushed out, which are exactly those that REM's redirect step would re-teach through
-  their own random masks. On the ``cpu`` profile's starting models the loss after beat the rise alone
-  (mean AUROC 0.87 vs 0.84 over three tasks × three rates, measured while designing it) and the starting
-  loss (0.54: on the backdoor, poisoned samples are the *best* fitted, AUROC 0.10); the table of
-  ``benchmarks/discovery.py`` is in ``docs/results/cpu/discovery.md``.
+  their own random masks. Why this and not the rise alone or the starting loss alone: measured in
+  ``docs/results/measurements.md`` (``benchmarks/discovery.py``).
 - ``contrast``: label-conditional feature similarity of the starting model's penultimate features:
   cos(f, mean of D_f's samples *with the same label as trained*) − cos(f, mean of D_r's samples of that
   label). A sample labelled c that looks like the found corruption labelled c, rather than like the
   clean class c, scores high; samples whose label never occurs in D_f get the lowest value. Plain
-  similarity to D_f's overall mean (the issue's suggestion) fails on the class swap and random labels,
-  where D_f's samples are spread over classes. The contrast alone is very strong on the backdoor
-  (AUROC 0.999) and the swap (0.93), weak on random labels (0.59–0.77), where the loss term carries it.
+  similarity to D_f's overall mean fails on the class swap and random labels,
+  where D_f's samples are spread over classes. The contrast alone is strong on the backdoor and the
+  swap and weak on random labels, where the loss term carries it.
 - ``z``: (v − median) / IQR over D_r, so the two terms add on one unit-free scale and neither dominates
   by its units. ``feature_weight=0`` leaves REM's removal alone.
 

@@ -104,7 +104,7 @@ class REMConfig(MethodConfig):
 
     def for_arch(self, arch: str) -> REMConfig:
         """``partition='auto'`` resolved: the token axis on a ViT (the authors' split, and the better one
-        measured on the `cpu-vit` grid, README "The partition choice"), units on any other model; on a ViT
+        measured in docs/results/vit.md), units on any other model; on a ViT
         with ``extra_init='pretrained'`` units too (only units have a reserved half to emulate)."""
         if self.partition != "auto":
             return self

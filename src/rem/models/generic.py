@@ -17,8 +17,8 @@ type or by name pattern, like PEFT's ``target_modules``) and attaches to each a 
   initialisation so that gradients reach ``up`` at once (and ``down`` once ``up`` moves).
   ``up_init="default"`` gives ``up`` the framework's default initialisation instead, as the built-in
   expansion gives its new channels: ``drop`` mode is still exactly the original function, but the
-  ``mask`` / ``full`` outputs differ from the start (measured against zero in the README, "REM on any
-  model").
+  ``mask`` / ``full`` outputs differ from the start (measured against zero in
+  ``docs/results/measurements.md``).
 
 The branches are attached with forward hooks, never by replacing modules: the user's module keeps its
 structure and its ``state_dict`` keys (the wrapper's keys are ``model.<original key>`` and

@@ -119,7 +119,7 @@ class ResNet9(CapacityNet):
         authors gate to zero after computing every channel, so their drop-mode training passes also move
         the batch-norm running statistics of θ_o2's channels; here only mask / full passes do. Those
         statistics matter only to the masked model in inference mode (an analysis figure), never to the
-        dropped model; measured in the README (issue 15)."""
+        dropped model (measured: ``docs/performance.md``)."""
         k, h = self.kept, self.hidden
         x = self.conv1.leading(x, k[0])
         x = self.conv2.leading(x, k[1])

@@ -6,7 +6,8 @@ thread, capped by the number of cells to run; a CUDA device gets one worker. The
 ``rem bench`` processes of their own on the same run folder: they share the work through the store's
 claims (as separately started ``rem bench`` processes do), and this process waits for them and counts
 their cells. **Why:** on the two-core machine, two one-thread cells side by side finish more cells per
-hour than one two-thread cell after another (``benchmarks/cell_cost.py --placement``, README).
+hour than one two-thread cell after another (``benchmarks/cell_cost.py --placement``; the figures are in
+``docs/performance.md``).
 """
 
 from __future__ import annotations
