@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "rem"
 
 #: Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    ("foundation", {"errors", "units", "seeding", "paths", "settings", "progress", "runtime", "version"}),
+    ("foundation", {"errors", "units", "seeding", "paths", "output", "settings", "progress", "runtime", "version"}),
     ("data and models", {"data", "models"}),
     ("training and measuring", {"train", "metrics", "checkpoint", "profiles"}),
     ("methods and discovery", {"methods", "discovery"}),  # rem-discover ranks with a score; the rem score runs REM

@@ -38,7 +38,7 @@ from rem.data.loader import Batches
 from rem.data.tasks import Task
 from rem.data.user import Preprocess, UserTask, user_task
 from rem.discovery import Ranking, get_score
-from rem.errors import ConfigError, DataError
+from rem.errors import ArgumentError, ConfigError, DataError
 from rem.methods import Context, Unlearned, get_method
 from rem.models import CapacityNet
 from rem.models.generic import GenericCapacity
@@ -207,7 +207,12 @@ def prepare(
     if capacity not in CAPACITY:
         raise ConfigError(f"capacity must be one of {CAPACITY}, got {capacity!r}")
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"the model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        raise ArgumentError(
+            "model has tensors on the meta device (shapes without values): load its weights first, e.g. "
+            "model.to_empty(device='cpu') then model.load_state_dict(...)"
+        )
     task = as_task(data, labels, num_classes=num_classes, preprocess=preprocess, labels_needed=labels_needed)
     native = isinstance(model, CapacityNet) and capacity != "generic"
     if capacity == "native" and not native:
@@ -276,6 +281,8 @@ def unlearn(
         if not native and method in NEEDS_RECIPE:
             raise ConfigError(f"method {method!r} {NEEDS_RECIPE[method]}; use rem, npo, finetune, scrub, ... instead")
 
+    if on_step is not None and not callable(on_step):
+        raise ArgumentError(f"on_step must be a function on_step(done, total, loss), got a {type(on_step).__name__}")
     meth = get_method(method, **overrides)  # settings checked before any work
     data_options = (labels, num_classes, preprocess, targets, exclude)
     prep = prepare(

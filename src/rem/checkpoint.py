@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import torch
 
 from rem.errors import CheckpointError, ConfigError
 from rem.models import CapacityNet, build_model
-from rem.paths import atomic_path
 
 FORMAT = "rem-checkpoint/2"
 _DTYPES = {
@@ -56,8 +54,8 @@ def _digest(tensors: dict[str, torch.Tensor], header: dict) -> str:
     return h.hexdigest()
 
 
-def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
-    """A safetensors file with sorted keys (so the same content always gives the same bytes)."""
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file's bytes, keys sorted (so the same content always gives the same bytes)."""
     entries, blobs, offset = {}, [], 0
     for name in sorted(tensors):
         t = tensors[name]
@@ -70,19 +68,11 @@ def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: di
     head = json.dumps({"__metadata__": dict(sorted(metadata.items())), **entries}, separators=(",", ":"))
     hb = head.encode()
     hb += b" " * (-len(hb) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hb)))
-        f.write(hb)
-        for b in blobs:
-            f.write(b)
-        f.flush()
-        os.fsync(f.fileno())
+    return b"".join([struct.pack("<Q", len(hb)), hb, *blobs])
 
 
-def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = None) -> Path:
-    """Write ``model`` (and ``meta``) atomically to ``path`` (a ``.safetensors`` file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def checkpoint_bytes(model: CapacityNet, meta: dict | None = None) -> bytes:
+    """The bytes of ``model``'s checkpoint file (with ``meta``): what :func:`save_checkpoint` writes."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {
         "format": FORMAT,
@@ -90,8 +80,19 @@ def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = No
         "rem.meta": json.dumps(meta or {}, sort_keys=True, default=str),
     }
     header["rem.sha256"] = _digest(tensors, header)
-    with atomic_path(path) as tmp:
-        _write_safetensors(tensors, str(tmp), header)
+    return safetensors_bytes(tensors, header)
+
+
+def save_checkpoint(model: CapacityNet, path: str | Path, meta: dict | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``model`` (and ``meta``) to ``path`` (a ``.safetensors`` file) with rem's one writer
+    (:mod:`rem.output`: claimed, written atomically, rescued elsewhere if the disk fails).
+    An existing file is refused (:class:`~rem.errors.OutputError`) unless ``overwrite``."""
+    from rem.output import write_now
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"a checkpoint is a .safetensors file (rem never pickles), not {path.name!r}")
+    write_now({path: checkpoint_bytes(model, meta)}, overwrite=overwrite, what="checkpoint")
     return path
 
 

@@ -96,12 +96,12 @@ def preflight(args, name: str):
     """Everything that can fail before the first cell, in order: run folder, device, the shipped model,
     the data (loaded, or downloaded, once: the cells reuse it). Returns (grid-less start spec, device)."""
     from rem.bench.cell import StartSpec, make_cell_task
-    from rem.paths import check_output_dir
+    from rem.output import check_folder, probe_folder
     from rem.profiles import get_profile
     from rem.runtime import pick_device
 
     profile = get_profile(name)
-    run_dir = check_output_dir(Path(args.run_dir), "run folder")
+    run_dir = check_folder(Path(args.run_dir), "run folder")
     dev = pick_device(args.device)
     spec = StartSpec(profile, PTYPE, TASK, SEED)
     if name == "demo" and not spec.path(run_dir).is_file():
@@ -111,10 +111,7 @@ def preflight(args, name: str):
 
         load_dataset(profile.dataset, data_dir=args.data_dir, download=not getattr(args, "no_download", False))
     make_cell_task(spec, args.data_dir)  # the task the cells use (kept in memory for them)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"run folder {run_dir} cannot be created ({e.strerror}); give another --run-dir") from None
+    probe_folder(run_dir, "run folder")  # created, and written to, before the first cell
     if name == "demo":
         install_starter(spec, run_dir)
     return spec, dev

@@ -23,3 +23,12 @@ class IndexSetError(RemError, ValueError):
 
 class StoreError(RemError):
     """A results store that cannot be used: not a rem store, or written with another schema."""
+
+
+class OutputError(RemError):
+    """A result that cannot be written where asked: claimed by another run, already there, or the file
+    system refuses (the message says where the result was rescued, if it was)."""
+
+
+class ArgumentError(RemError, ValueError):
+    """A bad argument of a public function (the message names the argument)."""

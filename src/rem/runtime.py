@@ -31,7 +31,11 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type not in ("cpu", "mps"):
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"device {name!r}: this machine or torch has no usable Apple MPS; use --device cpu")
+    elif dev.type != "cpu":
         raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     return dev
 

@@ -6,7 +6,7 @@ overrides of :func:`rem.get_method`. A value is parsed by the field's type hint 
 :func:`typing.get_type_hints`, since ``from __future__ import annotations`` makes the annotations strings):
 
 - ``bool``: a bool, 0 / 1, or the text true/false/1/0/yes/no/on/off in any case (never ``bool("False")``);
-- ``int``: an integer, or text of one (``1.5``, ``64.0`` and ``True`` are refused);
+- ``int``: an integer (numpy's too), or text of one (``1.5``, ``64.0`` and ``True`` are refused);
 - ``float``: a finite number, or text of one;
 - ``str``: text; ``Literal[...]``: one of its values; ``X | None``: also ``None`` or the text none/null;
 - ``tuple[X, ...]``: a list or tuple, or comma-separated text, each item as ``X``.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from typing import Any, Literal, Union
@@ -104,8 +105,8 @@ def _bool(value):
 def _int(value):
     if isinstance(value, bool):
         raise _Bad
-    if isinstance(value, int):
-        return value
+    if isinstance(value, numbers.Integral):  # int, numpy's integers (np.int64(3))
+        return int(value)
     if isinstance(value, str):
         try:
             return int(value.strip(), 10)
@@ -117,7 +118,7 @@ def _int(value):
 def _float(value):
     if isinstance(value, bool):
         raise _Bad
-    if isinstance(value, (int, float)):
+    if isinstance(value, numbers.Real):  # int, float, numpy's numbers
         v = float(value)
     elif isinstance(value, str):
         try:

@@ -191,7 +191,7 @@ def ensure_start(
             why = str(e)
         say(f"rem: the cached starting model {path} cannot be used ({why}); pretraining it again")
     model, _, rec = pretrain_start(spec, device=device, data_dir=data_dir, progress=progress, on_step=on_step)
-    save_checkpoint(model, path, _checkpoint_meta(rec))
+    save_checkpoint(model, path, _checkpoint_meta(rec), overwrite=True)  # a damaged cache is replaced
     if store is not None:
         store.put_model(rec)
     return rec
@@ -199,12 +199,10 @@ def ensure_start(
 
 def pretrain_start_bytes(spec: StartSpec, *, device="auto", data_dir=None) -> tuple[bytes, dict]:
     """Pretrain and return (checkpoint file bytes, record): for workers without the run folder (Ray)."""
-    from rem.checkpoint import save_checkpoint
+    from rem.checkpoint import checkpoint_bytes
 
     model, _, rec = pretrain_start(spec, device=device, data_dir=data_dir)
-    with tempfile.TemporaryDirectory(prefix="rem-start-") as d:
-        p = save_checkpoint(model, Path(d) / spec.filename(), _checkpoint_meta(rec))
-        return p.read_bytes(), rec
+    return checkpoint_bytes(model, _checkpoint_meta(rec)), rec
 
 
 def _start_file(spec: StartSpec, run_dir, start: bytes | None) -> Path:

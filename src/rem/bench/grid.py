@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,13 +107,23 @@ class Grid:
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> Grid:
-        """A grid from a ``.json`` or ``.toml`` file; non-``None`` ``overrides`` win over the file."""
+        """A grid from a ``.json``, ``.toml`` or ``.yaml`` file (YAML needs PyYAML); non-``None`` ``overrides``
+        win over the file."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"no grid config file at {path}")
-        text = path.read_text()
         try:
-            if path.suffix.lower() == ".toml":
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the grid file {path}: {e}") from None
+        suffix = path.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            d = _read_yaml(path, text)
+            if not isinstance(d, dict):
+                raise ConfigError(f"{path}: expected a table of grid settings")
+            return cls.from_dict(d).override(**overrides)
+        try:
+            if suffix == ".toml":
                 try:
                     import tomllib
                 except ModuleNotFoundError:  # Python 3.10
@@ -152,6 +163,10 @@ class Grid:
             "pretrain_types": self.pretrain_types,
         }
         if self.width is not None:
+            if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
+                raise ConfigError(f"width must be a number, got {self.width!r}")
+            if not math.isfinite(self.width) or self.width <= 0:
+                raise ConfigError(f"width must be a finite number > 0, got {self.width}")
             if p.arch != "resnet9":
                 raise ConfigError(f"width applies to ResNet-9; profile {p.name!r} uses {p.arch}")
             kw["arch_kw"] = {**p.arch_kw, "width": float(self.width)}
@@ -194,6 +209,12 @@ class Grid:
         names = self.method_names()
         for t in self.tasks:  # validates n_corrupt for each task (e.g. interclass needs it even)
             profile.task_config(t)
+        n_train = training_samples(profile)
+        if n_train is not None and profile.n_corrupt > n_train:
+            raise ConfigError(
+                f"n_corrupt={profile.n_corrupt} exceeds the {n_train} training samples of profile "
+                f"{profile.name!r}'s data ({profile.dataset}): give at most {n_train}"
+            )
         for r in profile.rates:
             if round(r * profile.n_corrupt) < 1:
                 raise ConfigError(f"rate {r} of n_corrupt={profile.n_corrupt} discovers no sample")
@@ -208,6 +229,35 @@ class Grid:
                             ov_items = tuple(sorted(ov.items()))
                             out.append(Cell(m, ptype, task, float(rate), int(seed), profile, ov_items, self.relearn))
         return out
+
+
+#: Training samples of each data set when a profile takes all of them.
+FULL_TRAIN = {"cifar10": 50_000, "svhn": 73_257}
+
+
+def training_samples(profile: Profile) -> int | None:
+    """How many training samples the profile's data has (None: not known before loading it)."""
+    if profile.dataset == "generated":
+        n = profile.generated_kw.get("n_train")
+        return min(n, profile.n_train) if n is not None and profile.n_train is not None else (n or profile.n_train)
+    full = FULL_TRAIN.get(profile.dataset)
+    if profile.n_train is None:
+        return full
+    return min(profile.n_train, full) if full else profile.n_train
+
+
+def _read_yaml(path: Path, text: str):
+    """A YAML grid file's table (PyYAML's safe loader: plain data only, never Python objects)."""
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise ConfigError(
+            f"{path}: reading a YAML grid file needs PyYAML (pip install pyyaml); or write it as .json or .toml"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def parse_list(text: str | None, kind=str) -> tuple | None:

@@ -85,6 +85,9 @@ class ResultStore:
             raise StoreError(f"no results store at {self.path} (run `rem bench` with this --run-dir first)")
         if self.path.exists() and not self.path.is_file():
             raise StoreError(f"{self.path} is not a file")
+        if not create and self.path.stat().st_size == 0:  # SQLite would take it as a new, empty database
+            raise StoreError(f"{self.path} is empty (0 bytes), not a rem results store; left as it is")
+        self.create = create
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=LOCK_PATIENCE_S, isolation_level=None)
@@ -95,6 +98,8 @@ class ResultStore:
                     f"{self.path} stayed locked by another process for over {LOCK_PATIENCE_S:g} s ({e}); is a "
                     "`rem bench` or another program holding it open in a long transaction? Retry when it is done."
                 ) from e
+            if "full" in str(e):
+                raise StoreError(f"{self.path}: {e}; free space and run again (finished cells are kept)") from e
             raise StoreError(f"{self.path} is not a usable SQLite database ({e}); is it a rem results store?") from e
 
     @classmethod
@@ -124,6 +129,8 @@ class ResultStore:
                 f"{self.path} is an SQLite database but not a rem results store "
                 f"(tables {sorted(tables)}); use another --run-dir"
             )
+        if not tables and not self.create:
+            raise StoreError(f"{self.path} holds no rem results store (an empty SQLite database); left as it is")
         if "meta" in tables:
             meta = dict(c.execute("SELECT name, value FROM meta"))
             if meta.get("kind") != KIND:

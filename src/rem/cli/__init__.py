@@ -9,6 +9,7 @@ share lives in :mod:`~rem.cli.args` (the parser, argument types, option groups),
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 
@@ -33,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def system_error(e: BaseException) -> str:
+    """An error of the file system or of SQLite as one line: what failed, where, and what to do."""
+    from rem.output import why
+
+    if isinstance(e, sqlite3.Error):
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        hint = "; free space and run again (finished cells are kept)" if "full" in text else ""
+        return f"the results store failed: {text}{hint}"
+    where = f": {e.filename}" if getattr(e, "filename", None) else ""
+    hint = "; free space and run again" if e.errno == 28 else ""
+    return f"{why(e)}{where}{hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     t0 = time.time()
@@ -43,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except RemError as e:
         print(f"rem {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:  # the file system or the results store refused: one line, never a traceback
+        print(f"rem {args.command}: error: {system_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"rem {args.command}: interrupted after {time.time() - t0:.0f} s", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 TASK_HELP = "corruption task: poison (high regularity), interclass (medium) or random (low)"
 TASKS = ("poison", "interclass", "random")
@@ -48,16 +49,47 @@ def rate_type(text: str) -> float:
     return v
 
 
-def numbers(text: str | None, option: str) -> tuple[float, ...] | None:
-    """``"0.5,0.5,0.5"`` → ``(0.5, 0.5, 0.5)`` (``None`` stays ``None``); ``option`` names it in the error."""
+def number_in(low: float | None = None, high: float | None = None, *, low_open: bool = True):
+    """An argparse type: a finite number in (``low``, ``high``] (``low_open=False``: [``low``, ``high``])."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if low is not None and (v <= low if low_open else v < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {text}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text}")
+        return v
+
+    parse.__name__ = "number"
+    return parse
+
+
+def numbers(
+    text: str | None, option: str, low: float | None = None, high: float | None = None, positive: bool = False
+) -> tuple[float, ...] | None:
+    """``"0.5,0.5,0.5"`` → ``(0.5, 0.5, 0.5)`` (``None`` stays ``None``), each finite, in [``low``, ``high``]
+    and (``positive``) > 0; ``option`` names it in the error."""
     from rem.errors import ConfigError
 
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(","))
+        vals = tuple(float(v) for v in text.split(","))
     except ValueError as e:
         raise ConfigError(f"{option} must be comma-separated numbers, got {text!r}") from e
+    for v in vals:
+        if not math.isfinite(v):
+            raise ConfigError(f"{option} must be finite numbers, got {text!r}")
+        if (low is not None and v < low) or (high is not None and v > high):
+            raise ConfigError(f"{option} values must lie in [{low:g}, {high:g}] (shares of 255), got {text!r}")
+        if positive and v <= 0:
+            raise ConfigError(f"{option} values must be > 0, got {text!r}")
+    return vals
 
 
 def names(text: str | None) -> list[str] | None:
@@ -159,7 +191,9 @@ def add_user_model_options(p: argparse.ArgumentParser) -> None:
         help="your training data with its labels as trained: an .npz file (images x, labels y) or a folder of "
         "class folders",
     )
-    g.add_argument("--num-classes", type=int, default=None, help="number of classes (default: from the data)")
+    g.add_argument(
+        "--num-classes", type=int_at_least(1), default=None, help="number of classes (default: from the data)"
+    )
     g.add_argument(
         "--targets",
         default=None,
@@ -178,6 +212,61 @@ def add_user_model_options(p: argparse.ArgumentParser) -> None:
         "--pad-mode", default="zeros", choices=["zeros", "reflect"], help="how crops are padded (default zeros)"
     )
     g.add_argument("--no-flip", action="store_true", help="no horizontal flips in training")
+
+
+#: The options of a user's own model and data, with their defaults: none applies to ``--checkpoint``.
+USER_MODEL_OPTIONS = {
+    "--data": ("data", None),
+    "--weights": ("weights", None),
+    "--factory-kwargs": ("factory_kwargs", None),
+    "--num-classes": ("num_classes", None),
+    "--targets": ("targets", None),
+    "--exclude": ("exclude", None),
+    "--mean": ("mean", None),
+    "--std": ("std", None),
+    "--crop-pad": ("crop_pad", None),
+    "--pad-mode": ("pad_mode", "zeros"),
+    "--no-flip": ("no_flip", False),
+}
+
+
+def refuse_inapplicable(args) -> None:
+    """Refuse options that cannot apply to the branch the command line chose, naming the option and why:
+    a user's model and data options with ``--checkpoint`` (a checkpoint brings its own data, preparation and
+    capacity), and a benchmark task's options with ``--model``."""
+    from rem.errors import ConfigError
+
+    if getattr(args, "model", None) is None:
+        given = [o for o, (dest, default) in USER_MODEL_OPTIONS.items() if getattr(args, dest, default) != default]
+        if given:
+            raise ConfigError(
+                f"{given[0]} does not apply to --checkpoint: a checkpoint written by rem brings its own data, "
+                f"its preparation and its capacity; {given[0]} belongs to --model (your own model)"
+            )
+        return
+    if getattr(args, "within_corrupt", False):
+        raise ConfigError(
+            "--within-corrupt does not apply to --model: it checks against a benchmark task's corrupted set "
+            "D_c, which your own data set does not know"
+        )
+    if getattr(args, "rate", None) is not None:
+        raise ConfigError("--rate does not apply to --model: it picks a benchmark task's own D_f; give --forget")
+    if getattr(args, "checkpoint", None):
+        raise ConfigError("give --checkpoint (a model written by rem) or --model (your own), not both")
+
+
+def refuse_setting(method: str, option: str, setting: str) -> None:
+    """Refuse ``option`` (a shortcut of ``--set SETTING=...``) when ``method`` has no such setting."""
+    from rem.errors import ConfigError
+    from rem.methods import REGISTRY
+    from rem.settings import field_types
+
+    if method in REGISTRY and setting not in field_types(REGISTRY[method].config_cls):
+        has = sorted(n for n, cls in REGISTRY.items() if setting in field_types(cls.config_cls))
+        raise ConfigError(
+            f"{option} does not apply to method {method!r}: it adds no such capacity ({option} is a setting of "
+            f"{', '.join(has)})"
+        )
 
 
 def print_settings(name: str, summary: str, config_cls: type, usage: str) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from rem.cli.args import add_data_options, add_device_option, add_n_corrupt_option, add_quiet_option, int_at_least
+from rem.cli.args import (
+    add_data_options,
+    add_device_option,
+    add_n_corrupt_option,
+    add_quiet_option,
+    int_at_least,
+    number_in,
+)
 from rem.cli.settings import parse_settings
 
 BENCH_EPILOG = """examples:
@@ -60,7 +67,10 @@ def add_parser(sub) -> None:
     )
     g.add_argument("--dataset", default=None, help="override the profile's data set: cifar10, svhn, generated")
     g.add_argument(
-        "--width", type=float, default=None, help="override the ResNet-9 width multiplier (default: the profile's)"
+        "--width",
+        type=number_in(0),
+        default=None,
+        help="override the ResNet-9 width multiplier (default: the profile's)",
     )
     add_n_corrupt_option(g)
     g.add_argument(
@@ -77,7 +87,7 @@ def add_parser(sub) -> None:
     )
     g.add_argument(
         "--expand-ratio",
-        type=float,
+        type=number_in(0),
         default=None,
         help="shortcut of --set expand_ratio=R for REM and its variants: extra capacity ratio "
         "r = |θ_o2|/|θ_o1| in (0, 8] (default 1, the paper's)",
@@ -131,10 +141,10 @@ def add_parser(sub) -> None:
         default=None,
         help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray instance)",
     )
-    e.add_argument("--cpus-per-cell", type=float, default=1, help="Ray: CPUs reserved per task (default 1)")
+    e.add_argument("--cpus-per-cell", type=number_in(0), default=1, help="Ray: CPUs reserved per task (default 1)")
     e.add_argument(
         "--gpus-per-cell",
-        type=float,
+        type=number_in(0, low_open=False),
         default=None,
         help="Ray: GPUs reserved per task (default 1 if --device is cuda, else 0)",
     )
@@ -145,13 +155,17 @@ def add_parser(sub) -> None:
         help="submitit back end: slurm (default when sbatch is found) or local processes",
     )
     e.add_argument("--slurm-partition", default=None, help="SLURM partition")
-    e.add_argument("--slurm-timeout-min", type=int, default=240, help="time limit of each job in minutes (default 240)")
-    e.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job (default 4)")
-    e.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (default 0)")
-    e.add_argument("--slurm-mem-gb", type=float, default=None, help="memory per job in GB (default: the cluster's)")
+    e.add_argument(
+        "--slurm-timeout-min", type=int_at_least(1), default=240, help="time limit of each job in minutes (default 240)"
+    )
+    e.add_argument("--slurm-cpus", type=int_at_least(1), default=4, help="CPUs per job (default 4)")
+    e.add_argument("--slurm-gpus", type=int_at_least(0), default=0, help="GPUs per job (default 0)")
+    e.add_argument(
+        "--slurm-mem-gb", type=number_in(0), default=None, help="memory per job in GB (default: the cluster's)"
+    )
     e.add_argument(
         "--slurm-array-parallelism",
-        type=int,
+        type=int_at_least(1),
         default=None,
         help="at most this many jobs of the array at once",
     )
@@ -164,17 +178,29 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def given_list(text: str | None, option: str, kind=str) -> tuple | None:
+    """A comma-separated option as a tuple without repeats (``None``: not given); an empty list is refused
+    (leave the option out for the default)."""
+    from rem.bench.grid import parse_list
+    from rem.errors import ConfigError
+
+    items = parse_list(text, kind)
+    if items is not None and not items:
+        raise ConfigError(f"{option} {text!r} lists nothing: name at least one, or leave {option} out for the default")
+    return None if items is None else tuple(dict.fromkeys(items))
+
+
 def grid_from_args(args):
-    from rem.bench.grid import Grid, parse_list
+    from rem.bench.grid import Grid
 
     over = {
         "profile": args.profile,
-        "methods": parse_list(args.methods),
-        "exclude_methods": parse_list(args.exclude_methods),
-        "tasks": parse_list(args.tasks),
-        "rates": parse_list(args.rates, float),
-        "seeds": parse_list(args.seeds, int),
-        "pretrain_types": parse_list(args.pretrain_types),
+        "methods": given_list(args.methods, "--methods"),
+        "exclude_methods": given_list(args.exclude_methods, "--exclude-methods"),
+        "tasks": given_list(args.tasks, "--tasks"),
+        "rates": given_list(args.rates, "--rates", float),
+        "seeds": given_list(args.seeds, "--seeds", int),
+        "pretrain_types": given_list(args.pretrain_types, "--pretrain-types"),
         "dataset": args.dataset,
         "width": args.width,
         "n_corrupt": args.n_corrupt,
@@ -232,12 +258,12 @@ def executor_options(args) -> dict:
 
 def run(args) -> int:
     from rem.bench.executors import run_grid
-    from rem.paths import check_output_dir
+    from rem.output import check_folder
     from rem.runtime import pick_device
 
     grid = grid_from_args(args)
     pick_device(args.device)  # a device this torch cannot use is refused before any work
-    check_output_dir(args.run_dir, "run folder")
+    check_folder(args.run_dir, "run folder")  # a run proves it can write there before any work (run_grid)
     if args.dry_run:
         return dry_run(grid, args.run_dir)
     summary = run_grid(

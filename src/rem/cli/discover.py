@@ -14,7 +14,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rem.cli.args import add_common, add_forget_options, add_user_model_options, names, print_settings
+from rem.cli.args import (
+    add_common,
+    add_forget_options,
+    add_user_model_options,
+    int_at_least,
+    names,
+    print_settings,
+    refuse_inapplicable,
+)
 from rem.errors import ConfigError
 
 SCORE_HELP = (
@@ -53,30 +61,27 @@ def add_parser(sub) -> None:
         default=None,
         help="print every setting of score NAME with its help text, type and default, and stop",
     )
-    p.add_argument("--top", type=int, default=10, help="how many of the most suspicious samples to print")
+    p.add_argument("--top", type=int_at_least(0), default=10, help="how many of the most suspicious samples to print")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_common(p)
     add_user_model_options(p)
     p.set_defaults(func=run)
 
 
-def _outputs(args) -> list[Path]:
-    """The ``--out`` files, checked before any work: .csv or .json, writable, never the model's file, not
-    there yet unless ``--overwrite``."""
-    from rem.paths import check_output_file
+def _outputs(args):
+    """The ``--out`` files (.csv or .json) as rem's one writer, claimed before any work
+    (:class:`rem.output.Output`): never the model's file, not there yet unless ``--overwrite``."""
+    from rem.output import Output
 
-    outs = []
     for o in args.out:
-        p = Path(o)
-        if p.suffix.lower() not in (".csv", ".json"):
+        if Path(o).suffix.lower() not in (".csv", ".json"):
             raise ConfigError(f"--out {o}: a ranking is written as .csv or .json")
-        for src in (args.checkpoint, args.weights):
-            if src and p.resolve() == Path(src).resolve():
-                raise ConfigError(f"--out {o} would overwrite the model {src}")
-        if p.exists() and not args.overwrite:
-            raise ConfigError(f"--out {o} exists; give --overwrite to replace it")
-        outs.append(check_output_file(p, "--out"))
-    return outs
+    return Output(
+        [Path(o) for o in dict.fromkeys(args.out)],
+        overwrite=args.overwrite,
+        what="--out",
+        inputs={args.checkpoint: "model", args.weights: "model", args.data: "data", args.forget_file: "forget file"},
+    )
 
 
 def _checkpoint_inputs(args, dev):
@@ -119,8 +124,6 @@ def _print_ranking(args, ranking, task) -> None:
 
 
 def run(args) -> int:
-    from rem.api import discover
-    from rem.cli.inputs import user_model_and_data
     from rem.cli.settings import settings_for
     from rem.discovery import get_score
     from rem.runtime import pick_device
@@ -129,20 +132,28 @@ def run(args) -> int:
         score = get_score(args.settings)  # refuses an unknown name
         print_settings(score.name, score.summary, score.config_cls, "rem discover --score NAME --set KEY=VALUE")
         return 0
+    refuse_inapplicable(args)  # options of the other branch (--data with --checkpoint, ...), before any work
     if not args.out:
         raise ConfigError("give --out FILE.csv and/or --out FILE.json (where the ranking goes)")
     settings = settings_for(args.set, args.score, "score")
     get_score(args.score, **settings)  # the score and its settings, checked before any work
-    outs = _outputs(args)
     dev = pick_device(args.device)
+    with _outputs(args) as result:
+        _discover(args, settings, dev, result)
+    return 0
+
+
+def _discover(args, settings, dev, result) -> None:
+    """Rank, write (into the claimed ``result``) and print."""
+    from rem.api import discover
+    from rem.cli.inputs import user_model_and_data
+
     if args.model is not None:
         model, task, forget_idx = user_model_and_data(args, "ranks your own model's data")
     else:
         model, task, forget_idx = _checkpoint_inputs(args, dev)
     targets, exclude = names(args.targets), names(args.exclude)
     ranking = discover(model, task, forget_idx, args.score, targets=targets, exclude=exclude, device=dev, **settings)
-    for p in outs:
-        ranking.write(p)
+    result.write({p: ranking.content(p) for p in result.paths})
     _print_ranking(args, ranking, task)
-    print("wrote " + ", ".join(str(p) for p in outs))
-    return 0
+    print("wrote " + ", ".join(str(p) for p in result.paths))

@@ -22,29 +22,40 @@ def add_parser(sub) -> None:
         help="evaluate on this task instead of the checkpoint's own (default: its own)",
     )
     p.add_argument("--out", default=None, help="write the metrics (shares) to this JSON file (default: print only)")
+    p.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     add_common(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from contextlib import nullcontext
+
+    from rem.output import Output
+    from rem.runtime import pick_device
+
+    dev = pick_device(args.device)
+    out = None
+    if args.out:
+        out = Output([Path(args.out)], overwrite=args.overwrite, what="--out", inputs={args.checkpoint: "checkpoint"})
+    with out or nullcontext() as result:
+        _evaluate(args, dev, result)
+    return 0
+
+
+def _evaluate(args, dev, result) -> None:
+    import json
+
     import torch
 
     from rem.checkpoint import load_checkpoint
     from rem.cli.inputs import checkpoint_task
     from rem.metrics import evaluate
-    from rem.paths import check_output_file, write_json_atomic
-    from rem.runtime import pick_device
 
-    dev = pick_device(args.device)
-    if args.out:
-        check_output_file(args.out)
     model, meta = load_checkpoint(args.checkpoint, dev)
     _, task = checkpoint_task(meta, args.data_dir, not args.no_download, kind=args.task)
     fi = torch.tensor(meta["forget_idx"]) if "forget_idx" in meta else None
     metrics = evaluate(model, task, fi, device=dev)
-    if args.out:
-        write_json_atomic(
-            Path(args.out), {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(), "metrics": metrics}
-        )
+    if result is not None:
+        record = {"checkpoint": str(args.checkpoint), "task": task.config.as_dict(), "metrics": metrics}
+        result.write({result.paths[0]: json.dumps(record, indent=2, sort_keys=True, default=str)})
     print("metrics (%):", shown(metrics))
-    return 0

@@ -224,11 +224,17 @@ def user_model_and_data(args, what: str):
     model = build_user_model(args.model, args.factory_kwargs)
     load_weights(model, args.weights)
     pre = Preprocess(
-        mean=numbers(args.mean, "--mean"),
-        std=numbers(args.std, "--std"),
+        mean=numbers(args.mean, "--mean", 0, 1),
+        std=numbers(args.std, "--std", positive=True),
         crop_pad=args.crop_pad,
         pad_mode=args.pad_mode,
         flip=not args.no_flip,
     )
     task = user_task(args.data, num_classes=args.num_classes, preprocess=pre)
+    if args.num_classes is not None:
+        from rem.api import check_logits
+
+        k = check_logits(model, task)
+        if k != args.num_classes:
+            raise ConfigError(f"--num-classes {args.num_classes}, but the model outputs {k} classes")
     return model, task, read_forget(args.forget_file, task.files)

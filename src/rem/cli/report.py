@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from rem.cli.args import number_in
 from rem.cli.settings import parse_settings
 
 
@@ -18,6 +19,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--run-dir", required=True, help="run folder written by `rem bench`")
     p.add_argument("--out", default=None, help="output folder (default <run-dir>/report)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace report files already in --out (the run folder's own report/ is always rebuilt)",
+    )
     p.add_argument("--methods", default=None, help="comma-separated methods to include (default all in the store)")
     p.add_argument(
         "--pretrain-types",
@@ -33,7 +39,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--expand-ratio",
-        type=float,
+        type=number_in(0),
         default=None,
         help="shortcut of --set expand_ratio=R: only cells of this REM extra-capacity ratio (and methods "
         "without one), e.g. 1 to leave out the cells benchmarks/capacity_ratio.py adds to a run folder "
@@ -54,26 +60,53 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def _check_filters(where: dict) -> None:
+    """Refuse a ``--set`` filter that no cell could ever match: an unknown method, or a setting that the
+    method (or, without a method, every method) does not have. It would otherwise pass every cell."""
+    from rem.errors import ConfigError
+    from rem.methods import REGISTRY, method_names
+    from rem.settings import field_types
+
+    fields = {m: set(field_types(cls.config_cls)) for m, cls in REGISTRY.items()}
+    for method, settings in where.items():
+        if method != "*" and method not in REGISTRY:
+            raise ConfigError(f"--set {method}.…: no method {method!r}; known: {', '.join(method_names())}")
+        for key in settings:
+            has = fields[method] if method != "*" else set().union(*fields.values())
+            if key not in has:
+                owner = f"method {method!r}" if method != "*" else "no method"
+                raise ConfigError(f"--set {key}: {owner} has no setting {key!r} (`rem methods --settings NAME`)")
+
+
+def _listed(text: str | None, option: str):
+    """A comma-separated option (None: not given); an empty list is refused."""
     from rem.bench.grid import parse_list
-    from rem.paths import check_output_dir
+    from rem.errors import ConfigError
+
+    items = parse_list(text)
+    if items is not None and not items:
+        raise ConfigError(f"{option} {text!r} lists nothing: name at least one, or leave {option} out for all")
+    return list(dict.fromkeys(items)) if items else None
+
+
+def run(args) -> int:
     from rem.report import build_report
     from rem.run import shortcut_settings
 
-    if args.out:
-        check_output_dir(args.out, "report folder")
-    metrics = parse_list(args.metrics) or ("uxh", "healed", "utility")
-    methods = list(parse_list(args.methods) or ()) or None
+    metrics = _listed(args.metrics, "--metrics")
+    methods = _listed(args.methods, "--methods")
     where = parse_settings(args.set)
+    _check_filters(where)
     where["*"] = {**shortcut_settings(expand_ratio=args.expand_ratio), **where.get("*", {})}
     rep = build_report(
         args.run_dir,
         args.out,
         metrics=tuple(metrics),
         methods=methods,
-        pretrain_types=list(parse_list(args.pretrain_types) or ()) or None,
+        pretrain_types=_listed(args.pretrain_types, "--pretrain-types"),
         where={m: s for m, s in where.items() if s} or None,
-        split_by=tuple(parse_list(args.split_by) or ()),
+        overwrite=True if args.overwrite or args.out is None else None,
+        split_by=tuple(_listed(args.split_by, "--split-by") or ()),
     )
     sys.stdout.write(rep.table_md.read_text())
     if rep.warning:

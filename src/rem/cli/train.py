@@ -38,7 +38,8 @@ def add_parser(sub) -> None:
         default=None,
         help="override the number of pretraining steps, >= 1 (default: the profile's)",
     )
-    p.add_argument("--out", required=True, help="output folder (checked before any work)")
+    p.add_argument("--out", required=True, help="output folder (claimed before any work)")
+    p.add_argument("--overwrite", action="store_true", help="replace a result already in --out")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -59,17 +60,30 @@ def _profile(args):
 
 
 def run(args) -> int:
-    from rem.checkpoint import save_checkpoint
-    from rem.metrics import evaluate
-    from rem.paths import check_output_dir, write_json_atomic
-    from rem.profiles import profile_data, profile_task
-    from rem.runtime import environment, measure, pick_device
-    from rem.train import pretrain
+    from pathlib import Path
+
+    from rem.output import Output
+    from rem.runtime import pick_device
 
     profile = _profile(args)
     profile.task_config(args.task, args.seed)  # |D_c| and the task's settings, before any work
     dev = pick_device(args.device)
-    out = check_output_dir(args.out)
+    out = Path(args.out)
+    with Output([out / "model.safetensors", out / "metrics.json"], overwrite=args.overwrite, what="--out") as result:
+        _train(args, profile, dev, result)
+    return 0
+
+
+def _train(args, profile, dev, result) -> None:
+    """Pretrain, evaluate and write (into the claimed ``result``)."""
+    import json
+
+    from rem.checkpoint import checkpoint_bytes
+    from rem.metrics import evaluate
+    from rem.profiles import profile_data, profile_task
+    from rem.runtime import environment, measure
+    from rem.train import pretrain
+
     data = profile_data(profile, args.data_dir, download=not args.no_download)
     task = profile_task(profile, args.task, args.seed, data=data)
     print(
@@ -95,9 +109,13 @@ def run(args) -> int:
         "split_hash": task.split_hash(),
         "metrics": metrics,
     }
-    save_checkpoint(model, out / "model.safetensors", meta)
     record = {**meta, "wall_s": m.wall_s, "peak_mem_mb": m.peak_mem_mb, "mem_kind": m.mem_kind, "env": environment(dev)}
-    write_json_atomic(out / "metrics.json", record)
+    model_file, metrics_file = result.paths
+    result.write(
+        {
+            model_file: checkpoint_bytes(model, meta),
+            metrics_file: json.dumps(record, indent=2, sort_keys=True, default=str),
+        }
+    )
     print("metrics (%):", shown(metrics))
-    print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({m.wall_s:.0f} s)")
-    return 0
+    print(f"wrote {model_file} and {metrics_file} ({m.wall_s:.0f} s)")

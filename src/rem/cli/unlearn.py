@@ -17,7 +17,17 @@ import json
 import time
 from pathlib import Path
 
-from rem.cli.args import add_common, add_forget_options, add_user_model_options, int_at_least, names, shown
+from rem.cli.args import (
+    add_common,
+    add_forget_options,
+    add_user_model_options,
+    int_at_least,
+    names,
+    number_in,
+    refuse_inapplicable,
+    refuse_setting,
+    shown,
+)
 from rem.errors import ConfigError, RemError
 
 
@@ -43,7 +53,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int_at_least(0), default=None, help="step budget, >= 0 (default: the profile's)")
     p.add_argument(
         "--expand-ratio",
-        type=float,
+        type=number_in(0),
         default=None,
         help="REM: extra capacity as a ratio r=|θ_o2|/|θ_o1| of each block's width, in (0, 8] (default 1, the paper's)",
     )
@@ -67,6 +77,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    refuse_inapplicable(args)  # options of the other branch (--data with --checkpoint, ...), before any work
+    if args.expand_ratio is not None:
+        refuse_setting(args.method, "--expand-ratio", "expand_ratio")
     if args.model is not None:
         return run_own_model(args)
     return run_checkpoint(args)
@@ -75,32 +88,22 @@ def run(args) -> int:
 # --- a checkpoint written by rem ------------------------------------------------------------------
 
 
-def _result_folder(args) -> Path:
-    """``--out``, checked before any work: a writable folder, not the starting checkpoint's, no result in it
-    unless ``--overwrite``."""
-    from rem.paths import check_output_dir
+def _result(args):
+    """``--out`` as rem's one writer (:class:`rem.output.Output`) of ``model.safetensors`` and ``metrics.json``,
+    claimed before any work: not the starting checkpoint, no result there unless ``--overwrite``."""
+    from rem.output import Output
 
-    out = check_output_dir(args.out)
-    out_model, out_metrics = out / "model.safetensors", out / "metrics.json"
-    if out_model.resolve() == Path(args.checkpoint).resolve():
-        raise RemError(f"--out {out} would overwrite the starting checkpoint {args.checkpoint}; choose another folder")
-    existing = [p.name for p in (out_model, out_metrics) if p.exists()]
-    if existing and not args.overwrite:
-        raise RemError(
-            f"{out} already holds a result ({', '.join(existing)}); give --overwrite to replace it, or another --out"
-        )
-    return out
+    out = Path(args.out)
+    return Output(
+        [out / "model.safetensors", out / "metrics.json"],
+        overwrite=args.overwrite,
+        what="--out",
+        inputs={args.checkpoint: "starting checkpoint"},
+    )
 
 
 def run_checkpoint(args) -> int:
     """``rem unlearn --checkpoint``: the cell ``rem bench`` would run, on this checkpoint and D_f."""
-    from rem.checkpoint import load_checkpoint, save_checkpoint
-    from rem.cli.inputs import checkpoint_task, read_forget
-    from rem.cli.settings import settings_for
-    from rem.methods import get_method
-    from rem.metrics import evaluate
-    from rem.paths import write_json_atomic
-    from rem.run import checkpoint_cell, shortcut_settings, unlearn_and_record
     from rem.runtime import pick_device
 
     if args.checkpoint is None:
@@ -111,7 +114,20 @@ def run_checkpoint(args) -> int:
     if (args.rate is None) == (args.forget_file is None):
         raise RemError("give exactly one of --rate (a discovery rate) or --forget-file (a file of indices)")
     dev = pick_device(args.device)
-    out = _result_folder(args)
+    with _result(args) as result:
+        _unlearn_checkpoint(args, dev, result)
+    return 0
+
+
+def _unlearn_checkpoint(args, dev, result) -> None:
+    """Load, run, record and write (into the claimed ``result``)."""
+    from rem.checkpoint import checkpoint_bytes, load_checkpoint
+    from rem.cli.inputs import checkpoint_task, read_forget
+    from rem.cli.settings import settings_for
+    from rem.methods import get_method
+    from rem.metrics import evaluate
+    from rem.run import checkpoint_cell, shortcut_settings, unlearn_and_record
+
     model, meta = load_checkpoint(args.checkpoint, dev)
     profile, task = checkpoint_task(meta, args.data_dir, not args.no_download)
     forget_idx = task.forget_idx(args.rate) if args.rate is not None else read_forget(args.forget_file)
@@ -121,7 +137,7 @@ def run_checkpoint(args) -> int:
     cell = checkpoint_cell(meta, profile, task, args.method, args.rate, sets, shortcuts, args.steps)
     get_method(cell.method, **cell.overrides)  # validate the config before any work
     print(f"{args.method}: |D_f|={len(forget_idx)} of |D_c|={len(task.corrupt_idx)}, task {task.kind}", flush=True)
-    result, record = unlearn_and_record(
+    result_, record = unlearn_and_record(
         cell, model, task, forget_idx, start_meta=meta, device=dev, progress=not args.quiet
     )
     before = evaluate(model, task, forget_idx, device=dev)
@@ -133,12 +149,16 @@ def run_checkpoint(args) -> int:
         "split_hash": record["split_hash"],
         "metrics": record["metrics"],
     }
-    save_checkpoint(result.model, out / "model.safetensors", new_meta)
-    write_json_atomic(out / "metrics.json", {**record, "before": before})
+    model_file, metrics_file = result.paths
+    result.write(
+        {
+            model_file: checkpoint_bytes(result_.model, new_meta),
+            metrics_file: json.dumps({**record, "before": before}, indent=2, sort_keys=True, default=str),
+        }
+    )
     print("before (%):", shown(before))
     print("after (%): ", shown(record["metrics"]))
-    print(f"wrote {out / 'model.safetensors'} and {out / 'metrics.json'} ({record['wall_s']:.0f} s)")
-    return 0
+    print(f"wrote {model_file} and {metrics_file} ({record['wall_s']:.0f} s)")
 
 
 # --- a user's own model and data ------------------------------------------------------------------
@@ -159,14 +179,25 @@ def _own_settings(args) -> dict:
     return overrides
 
 
-def _healed_file(args) -> Path:
-    """``--out``: a writable file, never the starting weights."""
-    from rem.paths import check_output_file
+def _healed_files(args):
+    """``--out`` (a ``.safetensors`` file) and its record beside it, claimed before any work
+    (:class:`rem.output.Output`): never the starting weights, no result there unless ``--overwrite``."""
+    from rem.output import Output
 
-    out = check_output_file(args.out, "--out")
-    if out.resolve() == Path(args.weights).resolve():
-        raise ConfigError(f"--out {out} would overwrite the starting weights {args.weights}; choose another file")
-    return out
+    out = Path(args.out)
+    if out.is_dir() or out.name in ("", ".", ".."):
+        raise ConfigError(f"--out {out} is a folder, not a file: with --model, --out names the healed .safetensors")
+    if out.suffix != ".safetensors":
+        raise ConfigError(
+            f"--out {out}: rem writes the healed weights as safetensors (never pickles); name it "
+            f"{out.with_suffix('.safetensors').name}"
+        )
+    return Output(
+        [out, out.with_suffix(".json")],
+        overwrite=args.overwrite,
+        what="--out",
+        inputs={args.weights: "starting weights", args.data: "data", args.forget_file: "forget file"},
+    )
 
 
 def _accuracies(task, forget_idx, targets, exclude, dev):
@@ -186,36 +217,39 @@ def _accuracies(task, forget_idx, targets, exclude, dev):
     return accs
 
 
-def _save_healed(healed, out: Path, record: dict) -> None:
-    """The healed weights (its own ``state_dict`` keys, the record's summary as metadata) and the record."""
-    from safetensors.torch import save_file
+def _healed_bytes(healed, record: dict) -> bytes:
+    """The healed weights (its own ``state_dict`` keys, the record's summary as metadata) as a safetensors file."""
+    from rem.checkpoint import safetensors_bytes
 
-    from rem.paths import atomic_path, write_json_atomic
-
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in healed.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in healed.state_dict().items()}
     meta = {k: record[k] for k in ("method", "model", "n_found", "split_hash")}
     meta["method_config"] = json.dumps(record["method_config"], default=str)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    write_json_atomic(out.with_suffix(".json"), record)
+    return safetensors_bytes(state, meta)
 
 
 def run_own_model(args) -> int:
     """``rem unlearn --model``: heal a user's own model on the user's own data (see the module docstring)."""
-    from rem.api import check_logits, unlearn
     from rem.cli.inputs import user_model_and_data
+    from rem.runtime import pick_device
+
+    model, task, forget_idx = user_model_and_data(args, "heals your own model")  # inputs checked first
+    forget_idx = task.check_forget_idx(forget_idx)
+    overrides = _own_settings(args)
+    dev = pick_device(args.device)
+    with _healed_files(args) as result:  # claimed before any work
+        _unlearn_own(args, model, task, forget_idx, overrides, dev, result)
+    return 0
+
+
+def _unlearn_own(args, model, task, forget_idx, overrides, dev, result) -> None:
+    """Heal, record and write (into the claimed ``result``)."""
+    from rem.api import check_logits, unlearn
     from rem.methods import get_method
     from rem.models.generic import GenericCapacity
-    from rem.runtime import measure, pick_device
+    from rem.runtime import measure
     from rem.units import percent
 
-    model, task, forget_idx = user_model_and_data(args, "heals your own model")
-    forget_idx = task.check_forget_idx(forget_idx)
     targets, exclude = names(args.targets), names(args.exclude)
-    overrides = _own_settings(args)
-    out = _healed_file(args)
-    dev = pick_device(args.device)
     probe = GenericCapacity(model, targets, exclude)  # also checks the target patterns
     check_logits(model, task)
     accs = _accuracies(task, forget_idx, targets, exclude, dev)
@@ -257,9 +291,11 @@ def run_own_model(args) -> int:
         "history": history,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    _save_healed(healed, out, record)
+    out, record_file = result.paths
+    result.write(
+        {out: _healed_bytes(healed, record), record_file: json.dumps(record, indent=2, sort_keys=True, default=str)}
+    )
     print(
         f"wrote {out} (load with {type(model).__name__}(...).load_state_dict(safetensors.torch.load_file(...))) "
-        f"and {out.with_suffix('.json')}"
+        f"and {record_file}"
     )
-    return 0

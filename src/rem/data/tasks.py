@@ -17,7 +17,7 @@ import torch
 
 from rem.data.container import ImageData
 from rem.data.corruptions import CORRUPTIONS, get_corruption
-from rem.errors import ConfigError, IndexSetError
+from rem.errors import ArgumentError, ConfigError, IndexSetError
 from rem.seeding import seeded_generator
 
 KINDS = tuple(CORRUPTIONS)  # in registration order: poison, interclass, random
@@ -145,8 +145,8 @@ class Task:
         return m
 
     def check_forget_idx(self, forget_idx, within_corrupt: bool = False) -> torch.Tensor:
-        """Validate user-given indices: integers, in range, no duplicates, optionally ⊆ D_c."""
-        t = torch.as_tensor(forget_idx)
+        """Validate user-given indices: integers, in range, no duplicates, not every sample, optionally ⊆ D_c."""
+        t = forget_tensor(forget_idx)
         if t.dim() != 1:
             t = t.reshape(-1)
         if t.numel() and (t.dtype.is_floating_point or t.dtype == torch.bool):
@@ -160,6 +160,11 @@ class Task:
         uniq, counts = t.unique(return_counts=True)
         if (counts > 1).any():
             raise IndexSetError(f"duplicated forget indices: {uniq[counts > 1][:5].tolist()}")
+        if uniq.numel() >= self.n_train:
+            raise IndexSetError(
+                f"the forget set holds every one of the {self.n_train} training samples: D_r is empty, nothing would "
+                "be left to retain (every metric on the rest undefined); give only the discovered samples"
+            )
         if within_corrupt:
             outside = uniq[~torch.isin(uniq, self.corrupt_idx)]
             if outside.numel():
@@ -177,6 +182,36 @@ class Task:
             h.update(b"|")
             h.update(forget_idx.sort().values.cpu().numpy().astype("<i8").tobytes())
         return h.hexdigest()[:16]
+
+
+def forget_tensor(forget_idx) -> torch.Tensor:
+    """``forget_idx`` as a tensor, refusing what is not a collection of integers in a fixed order: None, a
+    set (no order), a generator or iterator (read once), text, a mapping (:class:`~rem.errors.ArgumentError`
+    naming the argument)."""
+    import collections.abc as abc
+
+    import numpy as np
+
+    what = type(forget_idx).__name__
+    if forget_idx is None:
+        raise ArgumentError("forget_idx is None: give the discovered sample indices (a list, array or tensor of ints)")
+    if isinstance(forget_idx, (str, bytes)):
+        raise ArgumentError(
+            f"forget_idx is text ({forget_idx[:20]!r}): give a list, array or tensor of integer indices"
+        )
+    if isinstance(forget_idx, (abc.Set, abc.Mapping)):
+        raise ArgumentError(f"forget_idx is a {what}: give a list, array or tensor of integer indices (sorted(s))")
+    if isinstance(forget_idx, abc.Iterator):
+        raise ArgumentError(f"forget_idx is a {what} (read once): give a list, array or tensor; e.g. list(...)")
+    if not isinstance(forget_idx, (torch.Tensor, np.ndarray, list, tuple, range)):
+        raise ArgumentError(f"forget_idx must be a list, array or tensor of integer indices, got a {what}")
+    try:
+        t = torch.as_tensor(np.asarray(forget_idx) if isinstance(forget_idx, range) else forget_idx)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ArgumentError(f"forget_idx must hold integer indices only: {str(e).splitlines()[0]}") from None
+    if t.device.type != "cpu":
+        t = t.cpu()
+    return t
 
 
 def make_task(data: ImageData, config: TaskConfig) -> Task:

@@ -31,7 +31,7 @@ import torch
 from rem.data.container import ImageData
 from rem.data.loader import MEAN, STD
 from rem.data.tasks import PAD_MODES, Task
-from rem.errors import DataError
+from rem.errors import ArgumentError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 X_KEYS = ("x", "images", "x_train", "X", "data", "imgs")
@@ -184,8 +184,15 @@ def images_to_uint8(x, layout: str = "auto") -> torch.Tensor:
     if a.dtype == np.uint8:
         pass
     elif np.issubdtype(a.dtype, np.floating):
+        finite = np.isfinite(a)
+        if not finite.all():
+            n_images = int((~finite).reshape(len(a), -1).any(1).sum())
+            raise DataError(
+                f"images hold {int(finite.size - finite.sum())} non-finite value(s) (NaN or infinity) in {n_images} "
+                "image(s): every pixel must be a number in [0, 1] (floats) or 0-255 (uint8)"
+            )
         lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1 or not np.isfinite([lo, hi]).all():
+        if lo < 0 or hi > 1:
             raise DataError(
                 f"float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; "
                 "pass uint8 images (0-255) or scale them"
@@ -223,24 +230,47 @@ def load_npz(path: str | Path, x_key: str | None = None, y_key: str | None = Non
     """(images, labels) from an ``.npz`` file (read without pickle); keys found among common names."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if magic != b"PK\x03\x04" and magic != b"PK\x05\x06":  # an .npz is a zip archive of .npy arrays
+        raise DataError(
+            f"{path} is not an .npz file (not a zip archive of arrays; write one with numpy.savez(path, x=..., y=...))"
+        )
+    try:
         z = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise DataError(f"{path} is not a readable .npz file: {e}") from e
     with z:
-        keys = list(z.keys())
+        return _npz_arrays(path, z, x_key, y_key)
 
-        def pick(given, names, what):
-            if given is not None:
-                if given not in keys:
-                    raise DataError(f"{path} has no array {given!r}; it holds {keys}")
-                return given
-            for k in names:
-                if k in keys:
-                    return k
-            raise DataError(f"{path}: no {what} array (looked for {list(names)}; it holds {keys})")
 
-        xk, yk = pick(x_key, X_KEYS, "image"), pick(y_key, Y_KEYS, "label")
+def _npz_arrays(path: Path, z, x_key: str | None, y_key: str | None):
+    """The image and label arrays of an open .npz file; object (pickled) arrays are refused, never loaded."""
+    keys = list(z.keys())
+
+    def pick(given, names, what):
+        if given is not None:
+            if given not in keys:
+                raise DataError(f"{path} has no array {given!r}; it holds {keys}")
+            return given
+        for k in names:
+            if k in keys:
+                return k
+        raise DataError(f"{path}: no {what} array (looked for {list(names)}; it holds {keys})")
+
+    xk, yk = pick(x_key, X_KEYS, "image"), pick(y_key, Y_KEYS, "label")
+    try:
         return z[xk], z[yk]
+    except (ValueError, OSError, EOFError) as e:  # an object array needs pickle, which rem never uses
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "pickle" in msg or "Object arrays" in msg:
+            raise DataError(
+                f"{path} holds an object (pickled) array, which rem never unpickles: store numbers "
+                "(uint8 or float images, integer labels)"
+            ) from None
+        raise DataError(f"{path}: an array cannot be read (damaged file?): {msg}") from None
 
 
 def load_image_folder(root: str | Path):
@@ -288,6 +318,26 @@ def load_image_folder(root: str | Path):
     return x, np.asarray(labels, dtype=np.int64), tuple(classes), rel
 
 
+def as_preprocess(preprocess) -> Preprocess:
+    """``preprocess`` (a :class:`Preprocess`, a dict of its fields, or None) as a :class:`Preprocess`; an unknown
+    key or another type raises :class:`~rem.errors.ArgumentError` naming it."""
+    import dataclasses
+
+    if isinstance(preprocess, Preprocess):
+        return preprocess
+    if preprocess is None:
+        return Preprocess()
+    if not isinstance(preprocess, dict):
+        raise ArgumentError(
+            f"preprocess must be a rem.Preprocess or a dict of its fields, got {type(preprocess).__name__}"
+        )
+    known = [f.name for f in dataclasses.fields(Preprocess)]
+    unknown = sorted(set(preprocess) - set(known), key=str)
+    if unknown:
+        raise ArgumentError(f"preprocess has no setting(s) {unknown}; known: {', '.join(known)}")
+    return Preprocess(**preprocess)
+
+
 def user_task(
     data,
     labels=None,
@@ -306,7 +356,7 @@ def user_task(
     """
     if isinstance(data, UserTask):
         return data
-    pre = preprocess if isinstance(preprocess, Preprocess) else Preprocess(**(preprocess or {}))
+    pre = as_preprocess(preprocess)
     files, source = None, "arrays"
     if isinstance(data, Task):
         raise DataError("a benchmark Task is not user data: pass it to rem.unlearn as it is")

@@ -77,19 +77,24 @@ class Ranking:
             "ranking": self.rows(),
         }
 
-    def write(self, path: str | Path) -> Path:
+    def write(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the ranking to ``path``: CSV (``.csv``: rank, index, score) or JSON (``.json``: the
-        ranking with the score's name, settings and info), atomically."""
-        from rem.paths import write_atomic
+        ranking with the score's name, settings and info), with rem's one writer (:mod:`rem.output`); an
+        existing file is refused unless ``overwrite``."""
+        from rem.output import write_now
 
         p = Path(path)
-        if p.suffix.lower() == ".csv":
-            write_atomic(p, self.to_csv().encode())
-        elif p.suffix.lower() == ".json":
-            write_atomic(p, (json.dumps(self.to_dict(), indent=1, default=_jsonable) + "\n").encode())
-        else:
-            raise ConfigError(f"a ranking is written as .csv or .json, not {p.name!r}")
+        write_now({p: self.content(p)}, overwrite=overwrite, what="ranking file")
         return p
+
+    def content(self, path: str | Path) -> bytes:
+        """The bytes :meth:`write` writes to ``path`` (its suffix, ``.csv`` or ``.json``, chooses the format)."""
+        suffix = Path(path).suffix.lower()
+        if suffix == ".csv":
+            return self.to_csv().encode()
+        if suffix == ".json":
+            return (json.dumps(self.to_dict(), indent=1, default=_jsonable) + "\n").encode()
+        raise ConfigError(f"a ranking is written as .csv or .json, not {Path(path).name!r}")
 
     def evaluate(self, positives) -> dict:
         """How well the ranking finds ``positives`` (e.g. the undiscovered corruption D_c \\ D_f):

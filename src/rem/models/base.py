@@ -114,6 +114,9 @@ def expand(model: CapacityNet, ratio: float = 1.0, seed: int = 0) -> CapacityNet
     """
     if model.has_extra:
         return copy.deepcopy(model)
+    if not model.kept:  # e.g. a user's model whose only layer is its classifier
+        why = getattr(model, "no_capacity_message", None)
+        raise ConfigError(why() if why else f"{type(model).__name__} has no layer to add capacity to")
     return model.with_extra(extra_sizes(model.kept, ratio), seed=seed)
 
 

@@ -91,6 +91,14 @@ def select_targets(model: nn.Module, targets=None, exclude=None) -> list[str]:
     Linear inside it. ``exclude``: the same forms, removed afterwards. Raises :class:`ConfigError`
     when a pattern picks a layer that is neither a Conv2d / Linear nor holds one, or when nothing is left.
     """
+    if isinstance(targets, (list, tuple)) and not targets:
+        return []  # explicitly none: no branches (the copies with_extra makes of a model without targets)
+    for option, patterns in (("targets", targets), ("exclude", exclude)):
+        if isinstance(patterns, str):
+            try:
+                re.compile(patterns)
+            except re.error as e:
+                raise ConfigError(f"{option} {patterns!r} is not a valid regular expression: {e}") from None
     named = [(n, m) for n, m in model.named_modules() if n]
     in_mha = {f"{n}.{c}" for n, m in named if isinstance(m, nn.MultiheadAttention) for c, _ in m.named_children()}
     layers = [n for n, m in named if isinstance(m, TARGET_TYPES) and n not in in_mha]
@@ -119,12 +127,38 @@ def select_targets(model: nn.Module, targets=None, exclude=None) -> list[str]:
     if exclude is not None:
         drop = picked(exclude, strict=False)
         chosen = [n for n in chosen if n not in drop]
+    if not chosen and targets is None and exclude is None and len(layers) <= 1:
+        return []  # only a classifier: no branches, which the methods that add no capacity do not need
     if not chosen:
-        raise ConfigError(
-            f"no target layer: {type(model).__name__} has no Conv2d / Linear layer left "
-            f"for the branches (targets={targets!r}, exclude={exclude!r})"
-        )
+        raise ConfigError(no_target_message(model, targets, exclude))
     return chosen
+
+
+def no_target_message(model: nn.Module, targets=None, exclude=None) -> str:
+    """Why no layer can get a branch: a pattern that matches nothing (or is not a valid regular expression),
+    or a model whose only Conv2d / Linear layer is its classifier."""
+    named = [n for n, _ in model.named_modules() if n]
+    for pattern in [targets] if isinstance(targets, str) else list(targets or []):
+        if isinstance(pattern, type):
+            continue
+        try:
+            re.compile(str(pattern))
+        except re.error as e:
+            if not any(fnmatch.fnmatchcase(n, str(pattern)) or n.endswith("." + str(pattern)) for n in named):
+                return (
+                    f"target {pattern!r} matches no layer of {type(model).__name__} and is not a valid regular "
+                    f"expression ({e})"
+                )
+    if targets is None and exclude is None:
+        return (
+            f"no target layer: {type(model).__name__} has no Conv2d / Linear layer but its classifier, so REM has "
+            "nowhere to add capacity; give targets (e.g. the classifier's name), or use a method that adds none "
+            "(npo, finetune, scrub, ...)"
+        )
+    return (
+        f"no target layer: no Conv2d / Linear layer of {type(model).__name__} is left for the branches "
+        f"(targets={targets!r}, exclude={exclude!r}; its layers: {named[:8]})"
+    )
 
 
 class Branch(nn.Module):
@@ -299,6 +333,10 @@ class GenericCapacity(CapacityNet):
                         t[lead] = old[name][lead]
         new.train(self.training)
         return new
+
+    def no_capacity_message(self) -> str:
+        """Why :func:`rem.models.expand` cannot add capacity: no target layer."""
+        return no_target_message(self.model)
 
     def extra_param_masks(self) -> dict[str, torch.Tensor]:
         """True on every entry of θ_o2 (all branch parameters), False on the user's parameters."""

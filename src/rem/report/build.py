@@ -24,7 +24,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rem.paths import write_atomic
 from rem.report.curves import redirection_png
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
@@ -71,6 +70,7 @@ class Report:
     n_failed: int = 0
     collapses: list[dict] = field(default_factory=list)  # per method: the (task, rate) cells that collapse
     warning: str = ""  # set when records of several grids share a run folder
+    files: dict[Path, bytes | str] = field(default_factory=dict, repr=False)  # what is written, by path
 
 
 def _starts(records: list[dict]) -> list[dict]:
@@ -165,11 +165,13 @@ def _write_figures(rep: Report, rows, starts, records, metrics) -> dict[str, byt
     pngs = {}
     for m in metrics:
         pngs[m] = heatmap_png(rows, starts, m, collapsed=rep.collapses)
-        rep.heatmaps[m] = write_atomic(rep.out_dir / f"heatmap_{m}.png", pngs[m])
+        rep.heatmaps[m] = rep.out_dir / f"heatmap_{m}.png"
+        rep.files[rep.heatmaps[m]] = pngs[m]
     curve = redirection_png(records)
     if curve is not None:
         pngs["redirection"] = curve
-        rep.heatmaps["redirection"] = write_atomic(rep.out_dir / "redirection.png", curve)
+        rep.heatmaps["redirection"] = rep.out_dir / "redirection.png"
+        rep.files[rep.heatmaps["redirection"]] = curve
     return pngs
 
 
@@ -177,20 +179,19 @@ def _write_tables(rep: Report, rows, by_task, by_rate, relearned: list[dict]) ->
     """table.md (every table), table.csv (Table 1), cells.csv (every cell) and relearn.csv (the relearning
     check, when cells have it), in percent."""
     md = report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning) + relearn_markdown(relearned)
-    write_atomic(rep.table_md, md)
+    rep.files[rep.table_md] = md
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
     table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
     table_cols.append("wall_s_mean")
     shares += ["uxh_seeds_mean", "uxh_seeds_sem"]
-    write_atomic(rep.table_csv, to_csv(in_percent(rep.table, shares, CSV_DECIMALS), table_cols))
+    rep.files[rep.table_csv] = to_csv(in_percent(rep.table, shares, CSV_DECIMALS), table_cols)
     relearn_cols = relearn_columns(rows)  # their own columns, blank for cells stored without the check
-    write_atomic(
-        rep.cells_csv,
-        to_csv(in_percent(rows, (*SHARE_METRICS, *relearn_cols), CSV_DECIMALS), (*CELL_COLUMNS, *relearn_cols)),
+    rep.files[rep.cells_csv] = to_csv(
+        in_percent(rows, (*SHARE_METRICS, *relearn_cols), CSV_DECIMALS), (*CELL_COLUMNS, *relearn_cols)
     )
     if relearned:
         shares = relearn_share_columns(relearned)
-        write_atomic(rep.out_dir / "relearn.csv", to_csv(in_percent(relearned, shares, CSV_DECIMALS)))
+        rep.files[rep.out_dir / "relearn.csv"] = to_csv(in_percent(relearned, shares, CSV_DECIMALS))
 
 
 def build_report(
@@ -202,6 +203,7 @@ def build_report(
     pretrain_types: list[str] | None = None,
     where: dict[str, dict] | None = None,
     split_by: tuple[str, ...] = (),
+    overwrite: bool | None = None,
 ) -> Report:
     """Build the report of ``<run_dir>/results.sqlite`` into ``out_dir`` (default ``<run_dir>/report``).
 
@@ -213,17 +215,22 @@ def build_report(
     method's label, making cells that differ in them rows of their own (e.g. ``("steps",)`` to compare
     unlearning budgets). Raises
     :class:`~rem.errors.StoreError` if there is no store, or no finished cell passes the filters.
+
+    Every file is written together by rem's one writer (:mod:`rem.output`). ``overwrite``: replace report
+    files already in ``out_dir`` (default: yes for the run folder's own ``report/``, which rem rebuilds
+    from the store; no for another folder, where files of that name are refused).
     """
     from rem.errors import ConfigError
-    from rem.paths import check_output_dir
+    from rem.output import check_folder, write_now
 
     bad = [m for m in metrics if m not in KNOWN_METRICS and not is_relearn_metric(m)]
     if bad:
         raise ConfigError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
     run_dir = Path(run_dir)
-    out = check_output_dir(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
+    out = check_folder(Path(out_dir) if out_dir is not None else run_dir / "report", "report folder")
+    if overwrite is None:
+        overwrite = out_dir is None
     records, failed, meta = _records(run_dir, methods, pretrain_types, where)
-    out.mkdir(parents=True, exist_ok=True)
     rows = [flatten(r, split_by) for r in records]
     starts = _starts(records)
     by_task, by_rate = by_task_table(rows), by_rate_table(rows, starts)
@@ -246,5 +253,6 @@ def build_report(
         run_dir, meta, records, rows, failed, rep.table, by_task, by_rate, rep.collapses, pngs, rep.warning
     )
     # the relearning section goes before the heatmaps (empty without relearning figures)
-    write_atomic(rep.html, page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1))
+    rep.files[rep.html] = page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1)
+    write_now(rep.files, overwrite=overwrite, what="report folder")
     return rep

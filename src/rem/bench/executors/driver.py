@@ -93,16 +93,16 @@ def run_grid(
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise ConfigError("two cells of the grid resolve to the same configuration")
-    from rem.paths import check_output_dir
+    from rem.output import probe_folder
     from rem.progress import bars_enabled
 
     if limit is not None and limit < 0:
         raise ConfigError(f"limit must be >= 0, got {limit}")
-    check_output_dir(run_dir, "run folder")
     if executor == "local":
         from rem.runtime import pick_device
 
         pick_device(device)  # a device this torch cannot use is refused here, not in every cell
+    probe_folder(run_dir, "run folder")  # created, and written to, before any work
     with ResultStore.in_run_dir(run_dir) as store:
         store.set_meta("last_grid", dumps(grid.as_dict()))
         ingest_incoming(run_dir, store)
