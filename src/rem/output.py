@@ -116,6 +116,14 @@ def _write_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def _discard(path: Path) -> None:
+    """Remove ``path`` if it is there, best effort: a leftover temp file, probe or claim is not worth an error."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _bytes(data: bytes | str) -> bytes:
     return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
@@ -228,10 +236,7 @@ class Output:
         except OSError as e:
             raise OutputError(f"{self.what} {p} cannot be written: {why(e)}") from None
         finally:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+            _discard(tmp)
 
     def _stale(self, claim: Path, p: Path) -> bool:
         """True when ``claim`` belongs to a process that is gone; raises naming the live owner otherwise."""
@@ -261,10 +266,7 @@ class Output:
         except OSError as e:
             raise OutputError(f"{self.what}: cannot write into {folder}: {why(e)}") from None
         finally:
-            try:
-                probe.unlink(missing_ok=True)
-            except OSError:
-                pass
+            _discard(probe)
 
     def _refuse_existing(self) -> None:
         existing = [p for p in self.paths if p.exists() or p.is_symlink()]
@@ -323,19 +325,16 @@ class Output:
                 temps[p].unlink(missing_ok=True)
                 _write_file(temps[p], data[p])
             except OSError as e:
-                self._discard(temps)
+                self._discard_all(temps)
                 self._rescue(data, p, e)
         self._commit(temps, data)
         self.written = list(self.paths)
         return self.written
 
     @staticmethod
-    def _discard(temps: dict[Path, Path]) -> None:
+    def _discard_all(temps: dict[Path, Path]) -> None:
         for t in temps.values():
-            try:
-                t.unlink(missing_ok=True)
-            except OSError:
-                pass
+            _discard(t)
 
     def _commit(self, temps: dict[Path, Path], data: dict[Path, bytes]) -> None:
         record = json.dumps({"files": [[str(t.absolute()), str(p.absolute())] for p, t in temps.items()]})
@@ -345,8 +344,8 @@ class Output:
                 m.unlink(missing_ok=True)
                 _write_file(m, record.encode())
             except OSError as e:
-                self._discard({q: q.parent / COMMIT.format(q.name) for q in temps})
-                self._discard(temps)
+                self._discard_all({q: q.parent / COMMIT.format(q.name) for q in temps})
+                self._discard_all(temps)
                 self._rescue(data, p, e)
         try:
             for p, t in temps.items():
@@ -401,10 +400,7 @@ class Output:
     def release(self) -> None:
         """Remove the claims, and the folders the claim created if nothing was written into them."""
         for c in self._claims:
-            try:
-                c.unlink(missing_ok=True)
-            except OSError:
-                pass
+            _discard(c)
         self._claims = []
         for d in reversed(self._created):
             try:
@@ -458,8 +454,5 @@ def probe_folder(folder: str | Path, what: str = "run folder") -> Path:
     except OSError as e:
         raise OutputError(f"{what} {folder} cannot be written: {why(e)}") from None
     finally:
-        try:
-            probe.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _discard(probe)
     return folder
