@@ -267,3 +267,26 @@ class BestState:
         if self.state is not None:
             model.load_state_dict(self.state)
         return model
+
+
+@torch.no_grad()
+def estimate_bn_stats(model: nn.Module, batches, n_batches: int, forward) -> None:
+    """Batch-norm running statistics re-estimated as the cumulative average of ``n_batches`` training-mode
+    passes ``forward(x)`` over the images of ``batches``; parameters unchanged, momenta restored, nothing done
+    for ``n_batches=0``."""
+    if n_batches == 0:
+        return
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = None  # cumulative average over the passes
+        m.reset_running_stats()
+    was = model.training
+    model.train()
+    for i, (x, _, _) in enumerate(batches):
+        if i == n_batches:
+            break
+        forward(x)
+    model.train(was)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum

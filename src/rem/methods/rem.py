@@ -44,7 +44,16 @@ from rem.data.loader import train_batches
 from rem.data.tasks import Task
 from rem.errors import ConfigError
 from rem.methods.base import Context, Method, MethodConfig, register, setting
-from rem.methods.common import BestState, forget_batches, frozen_copy, npo_loss, optimizer_for, per_sample_ce, proxy
+from rem.methods.common import (
+    BestState,
+    estimate_bn_stats,
+    forget_batches,
+    frozen_copy,
+    npo_loss,
+    optimizer_for,
+    per_sample_ce,
+    proxy,
+)
 from rem.methods.forget import aug_acc, npo_objective, remove_phase
 from rem.metrics import accuracy, evaluate
 from rem.models import CapacityNet, expand, shrink
@@ -370,22 +379,16 @@ def _as_reserved(model: CapacityNet, recipe, task: Task, device, seed: int) -> N
     for name, prm in model.named_parameters():
         prm[extra[name]] *= shrink_by
     bns = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
-    saved = {n: (m.running_mean.clone(), m.running_var.clone(), m.momentum) for n, m in bns.items()}
-    for m in bns.values():
-        m.momentum = None  # cumulative average over the calibration passes
-        m.reset_running_stats()
-    was = model.training
-    model.train()
+    saved = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in bns.items()}
     batches = train_batches(task, None, device=device, batch_size=recipe.batch_size, seed=seed + 7)
     zeros = [torch.zeros(1, e, device=device) for e in model.extra]  # drop mode, computed at full width
-    for i, (x, _, _) in enumerate(batches):
-        if i == 10:
-            break
+
+    def forward(x):
         with autocast(device):
             model(x, mode="mask", masks=[z.expand(len(x), -1) for z in zeros])
-    model.train(was)
+
+    estimate_bn_stats(model, batches, 10, forward)
     for n, m in bns.items():
-        mean, var, momentum = saved[n]
+        mean, var = saved[n]
         kept = ~extra[f"{n}.weight"]
         m.running_mean[kept], m.running_var[kept] = mean[kept], var[kept]
-        m.momentum = momentum

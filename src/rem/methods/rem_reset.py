@@ -28,7 +28,7 @@ from rem.data.loader import train_batches
 from rem.errors import ConfigError
 from rem.methods.base import register, setting
 from rem.methods.baselines.layers import last_layers, layer_groups, under
-from rem.methods.common import derived_seed, fresh_model
+from rem.methods.common import derived_seed, estimate_bn_stats, fresh_model
 from rem.methods.rem import REM, REMConfig
 from rem.runtime import autocast
 
@@ -80,27 +80,16 @@ def blend_theta_o1(model, names: list[str], keep: float, seed: int) -> int:
     return changed
 
 
-@torch.no_grad()
 def recalibrate_bn(model, task, device, batch_size: int, n_batches: int, seed: int) -> None:
-    """Batch-norm running statistics re-estimated (cumulative average) from ``n_batches`` training-mode
-    forward passes of D_tr in ``drop`` mode; no parameter changes."""
-    if n_batches == 0:
-        return
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = None
-        m.reset_running_stats()
-    was = model.training
-    model.train()
-    for i, (x, _, _) in enumerate(train_batches(task, None, device=device, batch_size=batch_size, seed=seed)):
-        if i == n_batches:
-            break
+    """Batch-norm running statistics re-estimated from ``n_batches`` training-mode forward passes of D_tr
+    in ``drop`` mode; no parameter changes."""
+
+    def forward(x):
         with autocast(device):
             model(x, mode="drop")
-    model.train(was)
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+
+    batches = train_batches(task, None, device=device, batch_size=batch_size, seed=seed)
+    estimate_bn_stats(model, batches, n_batches, forward)
 
 
 class _REMReset(REM):
