@@ -84,7 +84,41 @@ def test_rem_keeps_the_papers_algorithm(start):
     assert get_method("rem")._reset(_expanded(model, task), task, Context()) == {}
 
 
-@pytest.mark.parametrize("bad", [{"reinit_k": 0}, {"shrink": 1.0}, {"shrink": -0.1}, {"calib_batches": -1}])
+@pytest.mark.parametrize("where", ["start", "reset"])
+def test_reference_is_frozen_before_or_after_the_reset(start, monkeypatch, where):
+    """reference='start': θ_ref is the expanded starting model; 'reset': θ_ref is the reset model."""
+    import rem.methods.rem as rem_mod
+
+    p, task, model = start
+    frozen = {}
+    real = rem_mod.reference
+
+    def spy(m, shared, dev):
+        frozen.update({n: t.clone() for n, t in m.state_dict().items()})
+        return real(m, shared, dev)
+
+    monkeypatch.setattr(rem_mod, "reference", spy)
+    method = get_method("rem-reinit", steps=0, calib_batches=0, reference=where)
+    big = _expanded(model, task)
+    names = last_layers(big, 4)
+    expanded = {n: t.clone() for n, t in big.state_dict().items()}
+    kept = _kept_masks(big)
+    reset = fresh_model(big, derived_seed(0, "rem-reinit-init")).state_dict()
+    method.unlearn(model, task, task.forget_idx(0.5), Context())
+    checked = 0
+    for n, t in frozen.items():
+        if n in kept and under(n, names) and n.endswith("weight") and t.dim() > 1:
+            m = kept[n]
+            assert torch.equal(t[m], (expanded if where == "start" else reset)[n][m]), n
+            checked += 1
+    assert checked > 0
+    key = method.config.key_dict()
+    assert ("reference" in key) == (where == "reset")  # cells stored before the setting keep their keys
+
+
+@pytest.mark.parametrize(
+    "bad", [{"reinit_k": 0}, {"shrink": 1.0}, {"shrink": -0.1}, {"calib_batches": -1}, {"reference": "later"}]
+)
 def test_reset_settings_out_of_range_are_refused(bad):
     with pytest.raises(ConfigError):
         get_method("rem-reinit", **bad)

@@ -160,6 +160,10 @@ class REM(Method):
         is, in place, and return what goes into the history. REM does nothing (:mod:`rem.methods.rem_reset`)."""
         return {}
 
+    def _reset_before_reference(self) -> bool:
+        """Whether :meth:`_reset` runs before θ_ref is frozen (θ_ref is then the reset model). REM: no reset."""
+        return False
+
     def _unlearn(self, model, task, forget_idx, ctx, history):
         cfg: REMConfig = self.config
         dev = ctx.device
@@ -167,8 +171,11 @@ class REM(Method):
         model = expand_step(model, task, cfg, ctx)
         shared = task.membership(task.corrupt_idx if cfg.ideal else forget_idx).to(dev)  # who shares the mask
         removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
+        # a [beyond] variant's D_f-independent forgetting (REM: none), before or after θ_ref is frozen
+        reset = self._reset(model, task, ctx) if self._reset_before_reference() else {}
         ref_ce, keys = reference(model, shared, dev)
-        reset = self._reset(model, task, ctx)  # a [beyond] variant's D_f-independent forgetting (REM: none)
+        if not self._reset_before_reference():
+            reset = self._reset(model, task, ctx)
         if reset:
             history.append({"phase": "reset", **reset})
 
