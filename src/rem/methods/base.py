@@ -35,15 +35,24 @@ from rem.train import Recipe
 _UNSET = object()
 
 
-def setting(default, help: str, *, keyed_when_set: bool = False, absent=_UNSET):
+def setting(default, help: str, *, keyed_when_set: bool = False, absent=_UNSET, neutral: bool = False):
     """A config field with its help text (PEFT's ``field(default=..., metadata={"help": ...})``).
 
     ``keyed_when_set``: a setting added after cells were stored; at the value those cells ran at
     (``absent``, by default the setting's default) it is left out of the record's settings and of the cell
     key (:meth:`MethodConfig.key_dict`), so those cells keep their keys. ``absent`` differs from the default
     when the default is resolved later (e.g. ``"auto"``, per architecture: :meth:`MethodConfig.for_arch`).
+
+    ``neutral``: a setting that does not change the result (what is only recorded for analysis): the key
+    and the record's settings carry it at its default whatever it is set to, so cells computed with and
+    without it are one cell (a test checks that the model does not change).
     """
-    meta = {"help": help, "keyed_when_set": keyed_when_set, "absent": default if absent is _UNSET else absent}
+    meta = {
+        "help": help,
+        "keyed_when_set": keyed_when_set,
+        "absent": default if absent is _UNSET else absent,
+        "neutral": neutral,
+    }
     return field(default=default, metadata=meta)
 
 
@@ -113,10 +122,13 @@ class MethodConfig:
         return self
 
     def key_dict(self) -> dict:
-        """:meth:`as_dict` without the ``keyed_when_set`` settings at their :func:`absent_value`: what a
-        cell's key and record carry (a record without such a setting ran at that value)."""
+        """:meth:`as_dict` without the ``keyed_when_set`` settings at their :func:`absent_value` and with the
+        ``neutral`` ones at their defaults: what a cell's key and record carry (a record without such a
+        setting ran at that value)."""
         d = self.as_dict()
         for f in dataclasses.fields(self):
+            if f.metadata.get("neutral"):
+                d[f.name] = f.default
             if f.metadata.get("keyed_when_set") and d.get(f.name) == absent_value(f):
                 d.pop(f.name)
         return d

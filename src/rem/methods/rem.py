@@ -73,7 +73,12 @@ class REMConfig(MethodConfig):
     soft_mask: bool = setting(False, "**[beyond]** per-sample mask values uniform in [0, 1] instead of Bernoulli(p)")
     remove_term: bool = setting(True, "the removal term of step 3 (False: the `rem-no-remove` ablation)")
     ideal: bool = setting(False, "the oracle: all of D_c shares the mask and is in the removal term")
-    track: bool = setting(True, "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked")
+    track: bool = setting(
+        True,
+        "per round, for analysis only: healed / utility / Acc(D_f) of θ_o1, Acc(D_f) masked (does not change the "
+        "result: rem bench tracks only the cells of the redirection curve)",
+        neutral=True,
+    )
     forget_bn_frozen: bool = setting(False, "option (not the authors'): batch norm in inference mode in step 2")
     partition: str = setting(
         "auto",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 
 from rem.data.tasks import KINDS
+from rem.run.spec import CURVE_RATE
 from rem.units import percent
 
 SERIES = (
@@ -22,7 +23,7 @@ SERIES = (
 )
 
 
-def curve_cells(records: list[dict], method: str = "rem", rate: float = 0.5) -> dict[str, dict]:
+def curve_cells(records: list[dict], method: str = "rem", rate: float = CURVE_RATE) -> dict[str, dict]:
     """task → the record whose history is drawn (the one nearest ``rate``, lowest seed), if any tracks."""
     out: dict[str, dict] = {}
     for r in records:
@@ -36,7 +37,7 @@ def curve_cells(records: list[dict], method: str = "rem", rate: float = 0.5) -> 
     return out
 
 
-def redirection_png(records: list[dict], method: str = "rem", rate: float = 0.5, *, dpi: int = 110) -> bytes | None:
+def redirection_png(records: list[dict], method: str = "rem", rate: float = CURVE_RATE, *, dpi: int = 110) -> bytes | None:
     """One PNG, a panel per task, of the per-round ``track_*`` history; None when no cell tracks it."""
     cells = curve_cells(records, method, rate)
     if not cells:

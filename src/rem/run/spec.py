@@ -75,6 +75,10 @@ def method_settings(
     return out
 
 
+#: The discovery rate whose cells (nearest it, first seed) the report's redirection curve draws.
+CURVE_RATE = 0.5
+
+
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
 
