@@ -37,7 +37,9 @@ def curve_cells(records: list[dict], method: str = "rem", rate: float = CURVE_RA
     return out
 
 
-def redirection_png(records: list[dict], method: str = "rem", rate: float = CURVE_RATE, *, dpi: int = 110) -> bytes | None:
+def redirection_png(
+    records: list[dict], method: str = "rem", rate: float = CURVE_RATE, *, dpi: int = 110
+) -> bytes | None:
     """One PNG, a panel per task, of the per-round ``track_*`` history; None when no cell tracks it."""
     cells = curve_cells(records, method, rate)
     if not cells:
