@@ -90,6 +90,7 @@ def test_retune_samples_are_fixed_corrupted_and_clean(task):
 
 def test_parse_ks():
     assert parse_ks("50,5") == (5, 50) and parse_ks([5, 5]) == (5,) and parse_ks(None) == () and parse_ks("") == ()
+    assert parse_ks("off") == () == parse_ks("None")
     with pytest.raises(ConfigError):
         parse_ks("0")
     with pytest.raises(ConfigError):
@@ -180,3 +181,16 @@ def test_report_shows_relearning_columns_and_counts_a_cell_once(tmp_path):
     assert "+60.00" in md  # fst's relearned ASR 90 % against the clean reference's 30 %
     assert "Relearning check" in rep.html.read_text() and (tmp_path / "report" / "relearn.csv").is_file()
     assert "relearn_asr_5" in rep.heatmaps
+
+
+def test_the_cpu_profile_runs_the_check_by_default_and_off_turns_it_off():
+    from rem.bench.grid import Grid
+
+    def cells(**kw):
+        return Grid(profile="cpu", methods=("rem",), tasks=("poison",), rates=(0.5,), **kw).cells()
+
+    on, off, other = cells(), cells(relearn="off"), Grid(profile="smoke", methods=("rem",)).cells()
+    assert on[0].relearn == (5, 50) and "relearn" in on[0].config()
+    assert off[0].relearn == () and "relearn" not in off[0].config() and on[0].key != off[0].key
+    assert all(c.relearn == () for c in other)  # off by default elsewhere
+    assert on[0].start_key == off[0].start_key  # the starting model does not depend on it

@@ -36,6 +36,7 @@ class Profile:
     unlearn: Recipe = field(default_factory=lambda: Recipe(steps=980, lr=0.005, horizon=0.0, warmup=0.0))
     generated_kw: dict = field(default_factory=dict)  # for dataset "generated"
     crop_pad: str = "zeros"  # padding of training crops (TaskConfig.crop_pad)
+    relearn: tuple[int, ...] = ()  # the relearning check rem bench runs after every cell by default (rem.run.relearn)
 
     def arch_spec(self, num_classes: int) -> dict:
         """Full-width model description (before the pretraining type splits it, see train.pretrain_spec)."""
@@ -97,6 +98,7 @@ PROFILES: dict[str, Profile] = {
         pretrain_types=("capacity-0.5",),
         pretrain=Recipe(steps=2000, batch_size=256, lr=0.05),
         unlearn=Recipe(steps=100, batch_size=512, lr=0.005, horizon=0.0, warmup=0.0),
+        relearn=(5, 50),
     ),
     "cpu-vit": Profile(
         "cpu-vit",
@@ -184,7 +186,7 @@ def profile_from_dict(d: dict) -> Profile:
     for k in ("pretrain", "unlearn"):
         if isinstance(d.get(k), dict):
             d[k] = Recipe(**d[k])
-    for k in ("rates", "seeds", "pretrain_types"):
+    for k in ("rates", "seeds", "pretrain_types", "relearn"):
         if k in d:
             d[k] = tuple(d[k])
     return Profile(**d)

@@ -61,12 +61,14 @@ class Grid:
     pretrain_steps: int | None = None
     expand_ratio: float | None = None  # shortcut of settings["*"]["expand_ratio"] (rem.run.SHORTCUTS)
     settings: dict = field(default_factory=dict)  # {"*": {...}, "<method>": {...}}: other method settings
-    relearn: tuple[int, ...] = ()  # the relearning check after every cell, e.g. (5, 50) (rem.run.relearn); () = off
+    # the relearning check after every cell, e.g. (5, 50) (rem.run.relearn); () or "off" = off; None = the profile's
+    relearn: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         from rem.run.relearn import parse_ks
 
-        object.__setattr__(self, "relearn", parse_ks(self.relearn))
+        if self.relearn is not None:
+            object.__setattr__(self, "relearn", parse_ks(self.relearn))
         for name in ("methods", "exclude_methods", "tasks", "rates", "seeds", "pretrain_types"):
             v = getattr(self, name)
             if isinstance(v, str):
@@ -218,6 +220,7 @@ class Grid:
         for r in profile.rates:
             if round(r * profile.n_corrupt) < 1:
                 raise ConfigError(f"rate {r} of n_corrupt={profile.n_corrupt} discovers no sample")
+        relearn = profile.relearn if self.relearn is None else self.relearn
         out = []
         for ptype in profile.pretrain_types:
             for task in self.tasks:
@@ -227,7 +230,7 @@ class Grid:
                         get_method(m, **ov)  # validate once, before any work
                         for rate in profile.rates:
                             ov_items = tuple(sorted({**ov, **self._tracking(m, ov, profile, rate, seed)}.items()))
-                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, ov_items, self.relearn))
+                            out.append(Cell(m, ptype, task, float(rate), int(seed), profile, ov_items, relearn))
         return out
 
     @staticmethod

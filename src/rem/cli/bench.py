@@ -105,8 +105,8 @@ def add_parser(sub) -> None:
         default=None,
         metavar="K[,K...]",
         help="after each cell, the relearning check (rem.run.relearn): re-tune a copy of the healed model on K "
-        "corrupted + K clean samples and measure healed / ASR again, e.g. 5,50 (default: off; it enters the "
-        "cells' keys only when on)",
+        "corrupted + K clean samples and measure healed / ASR again, e.g. 5,50, or off (default: the profile's: "
+        "5,50 on cpu, off on the others; it enters the cells' keys only when on)",
     )
     g.add_argument("--dry-run", action="store_true", help="list the cells and how many are stored; run nothing")
     g.add_argument(

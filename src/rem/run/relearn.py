@@ -25,7 +25,8 @@ clean model picks up from the same re-tuning. The report shows them beside every
 them (:func:`rem.report.relearn.relearn_table`).
 
 **Where it enters [choice].** A grid's ``relearn`` (``rem bench --relearn 5,50``, a grid file's
-``relearn = [5, 50]``; off by default: it costs two short fine-tunings and two evaluations per cell) puts
+``relearn = [5, 50]``; by default the profile's ``relearn``: (5, 50) on ``cpu``, off on the others, since it
+costs two short fine-tunings and two evaluations per cell; ``--relearn off`` turns it off) puts
 :func:`relearn_settings` into each cell's configuration, and so into its key, *only when on*: cells computed
 without it keep their keys and records, and show blank relearning columns. A grid run with it computes its
 own cells (their unlearning again, since healed models are not stored); the report prefers, for the same
@@ -55,6 +56,8 @@ METRIC_PREFIXES = ("relearn_healed_", "relearn_asr_")
 def parse_ks(ks) -> tuple[int, ...]:
     """``ks`` (an iterable of ints, or ``"5,50"``) as a sorted tuple of distinct positive ints; () = off."""
     if ks is None:
+        return ()
+    if isinstance(ks, str) and ks.strip().lower() in ("off", "none"):
         return ()
     if isinstance(ks, str):
         items = [s.strip() for s in ks.split(",") if s.strip()]

@@ -86,7 +86,7 @@ def _hash(obj) -> str:
 #: Profile fields that describe the grid's shape (which cells exist), not how one cell is computed: they are
 #: left out of a cell's configuration and key, so a grid re-run with other rates, seeds or pretraining types
 #: finds the cells it shares with earlier runs.
-GRID_SHAPE_FIELDS = ("rates", "seeds", "pretrain_types")
+GRID_SHAPE_FIELDS = ("rates", "seeds", "pretrain_types", "relearn")  # relearn: a cell's own, when on (Cell.relearn)
 
 
 #: Version of the models' layout, in every cell's configuration and starting-model key: a store or model
@@ -164,7 +164,7 @@ class Cell:
 def start_key(profile: Profile, pretrain_type: str, task: str, seed: int) -> str:
     """Hash of the settings a starting model depends on (not the unlearning recipe, rates or seeds list)."""
     p = profile.as_dict()
-    for k in ("name", "rates", "seeds", "pretrain_types", "unlearn"):
+    for k in ("name", "unlearn", *GRID_SHAPE_FIELDS):
         p.pop(k, None)
     tc = profile.task_config(task, seed).as_dict()
     return _hash({"profile": p, "task": tc, "pretrain_type": pretrain_type, "seed": seed, "model_layout": MODEL_LAYOUT})
