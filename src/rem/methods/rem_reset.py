@@ -38,6 +38,12 @@ from rem.methods.rem import REM, REMConfig
 from rem.runtime import autocast
 
 
+REFERENCE_HELP = (
+    "θ_ref of the NPO terms: 'start' = the expanded starting model (frozen before the reset); 'reset' = the "
+    "model after the reset (frozen after it), so that step 3's retain term is not saturated"
+)
+
+
 @dataclass(frozen=True)
 class REMResetConfig(REMConfig):
     """REM's settings and the reset of θ_o1 after step 1."""
@@ -47,9 +53,9 @@ class REMResetConfig(REMConfig):
     calib_batches: int = setting(10, "batches of D_tr re-estimating θ_o1's batch-norm statistics after the reset")
     reference: str = setting(
         "start",
-        "θ_ref of the NPO terms: 'start' = the expanded starting model (frozen before the reset); 'reset' = "
-        "the model after the reset (frozen after it), so that step 3's retain term is not saturated",
-        keyed_when_set=True,
+        REFERENCE_HELP,
+        keyed_when_set=True,  # cells stored before the setting ran at "start"
+        absent="start",
     )
 
     def validate(self) -> None:
@@ -126,12 +132,20 @@ class _REMReset(REM):
         return {"reset_layers": names, "reset_entries": changed, "shrink": self._keep()}
 
 
+@dataclass(frozen=True)
+class REMReinitConfig(REMResetConfig):
+    """rem-reinit's: θ_ref frozen after the reset by default (measured: docs/results/screen.md)."""
+
+    reference: str = setting("reset", REFERENCE_HELP, keyed_when_set=True, absent="start")
+
+
 @register
 class REMReinit(_REMReset):
     """**[beyond]** REM with θ_o1's last ``reinit_k`` layers re-initialised after step 1 (eu-k's reset)."""
 
     name = "rem-reinit"
     order = 3
+    config_cls = REMReinitConfig
     summary = "[beyond] REM + re-initialise theta_o1's last k layers first: forgets undiscovered corruption too"
 
     def _layers(self, model) -> list[str]:
