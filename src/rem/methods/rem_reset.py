@@ -37,7 +37,6 @@ from rem.methods.common import derived_seed, estimate_bn_stats, fresh_model
 from rem.methods.rem import REM, REMConfig
 from rem.runtime import autocast
 
-
 REFERENCE_HELP = (
     "θ_ref of the NPO terms: 'start' = the expanded starting model (frozen before the reset); 'reset' = the "
     "model after the reset (frozen after it), so that step 3's retain term is not saturated"
