@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +220,20 @@ def test_defence_table_is_empty_without_a_defence_on_poison():
     assert defence_table(rows) == []
     rows[1]["task"] = "poison"
     assert [r["method"] for r in defence_table(rows)] == ["rem", "anp"]
+
+
+def test_the_docs_page_includes_every_committed_defences_section_and_types_no_figures():
+    """docs/results/defences.md includes the section of each committed report that has one (by its snippet
+    markers); without one it shows no figure (no percentage typed by hand)."""
+    root = Path(__file__).resolve().parents[1]
+    page = (root / "docs/results/defences.md").read_text()
+    committed = [
+        p.relative_to(root / "docs").as_posix()
+        for p in sorted((root / "docs/results").rglob("table.md"))
+        if "[start:defences]" in p.read_text()
+    ]
+    for rel in committed:
+        assert f'\n--8<-- "{rel}:defences"' in page, f"docs/results/defences.md does not include {rel}'s section"
+    if not committed:
+        assert not re.search(r"\d\s*%", page), "the page types a figure while no committed report has the section"
+        assert "rem bench --profile cpu --tasks poison" in page and "clean_subset=true" in page
