@@ -15,7 +15,7 @@ import math
 
 from rem.methods.base import method_family
 from rem.report.model import Table
-from rem.report.tables import fmt_pm, mean_sem, order_methods
+from rem.report.tables import CSV_DECIMALS, fmt_pm, mean_sem, order_methods
 from rem.units import percent
 
 TASK = "poison"
@@ -90,8 +90,6 @@ def defence_table(rows: list[dict]) -> list[dict]:
 
 def defence_csv_rows(table: list[dict]) -> list[dict]:
     """:func:`defence_table`'s rows for ``defences.csv``: shares in percent, a SEM blank for a single seed."""
-    from rem.report.tables import CSV_DECIMALS
-
     shares = [c for c in COLUMNS if c.endswith(("_mean", "_sem"))]
     return [
         {c: (None if isinstance(r[c], float) and math.isnan(r[c]) else percent(r[c], CSV_DECIMALS)) for c in shares}
