@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
         description="Build the report of <run-dir>/results.sqlite: heatmap_{uxh,healed,utility}.png (rows = "
         "regularity, columns = discovery rate, one panel per method, the starting model as reference "
         "column), table.md/table.csv (mean ± SEM per method, sorted by uxh), cells.csv and one "
-        "self-contained report.html.",
+        "self-contained report.html; relearn.csv when cells have the relearning check, defences.csv (and a "
+        "'Backdoor defences' section) when the poison cells include a backdoor defence's.",
     )
     p.add_argument("--run-dir", required=True, help="run folder written by `rem bench`")
     p.add_argument("--out", default=None, help="output folder (default <run-dir>/report)")

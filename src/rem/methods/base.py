@@ -159,13 +159,16 @@ class Context:
 
 class Method:
     """Base class: subclasses set ``name``, ``config_cls``, ``summary``, ``uses``, ``order`` and implement
-    ``_unlearn``; :meth:`label` names a run of the method in reports."""
+    ``_unlearn``; :meth:`label` names a run of the method in reports. ``family`` says what kind of method it
+    is, for reports that set kinds side by side: ``"unlearning"``, ``"defence"`` (a post-training backdoor
+    defence, :class:`rem.methods.defences.common.Defence`) or ``"reference"`` (``none``, the starting model)."""
 
     name: str = ""
     config_cls: type[MethodConfig] = MethodConfig
     summary: str = ""
     uses: str = ""  # which data it touches: "D_f", "D_r", "D_f, D_r", "D_tr" or "—"
     order: int = 1000  # place in listings, reports and default grids (then by name)
+    family: str = "unlearning"  # "unlearning", "defence" or "reference"
 
     @classmethod
     def label(cls, config: dict) -> str:
@@ -230,6 +233,14 @@ def method_label(record: dict) -> str:
 
     cls = REGISTRY.get(record.get("method"))
     return cls.label(record.get("method_config") or {}) if cls is not None else record.get("method")
+
+
+def method_family(name: str | None) -> str | None:
+    """The :attr:`Method.family` of the method registered as ``name`` (None for a name not registered)."""
+    import rem.methods  # noqa: F401
+
+    cls = REGISTRY.get(name)
+    return cls.family if cls is not None else None
 
 
 def get_method(name: str, config: MethodConfig | None = None, **overrides) -> Method:

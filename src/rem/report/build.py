@@ -12,6 +12,9 @@ Writes into the output folder (default ``<run_dir>/report``):
   cells stored without it);
 - ``relearn.csv`` and a "Relearning check" section of ``table.md`` / ``report.html``, when cells have the
   check's figures (:mod:`rem.run.relearn`): per method, task and rate, each with its gap to ``retrain`` at rate 1.0;
+- ``defences.csv`` and a "Backdoor defences" section of ``table.md`` / ``report.html``, when the poison cells
+  include a backdoor defence's (:mod:`rem.report.defences`): per rate, every method's clean accuracy, ASR and
+  healed side by side, and sentences computed from them saying where a defence beats REM;
 - ``report.html``: all of it on one page, images embedded (base64), nothing fetched from anywhere.
 
 Everything shows the metrics in percent (the store holds shares), the CSV files to
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rem.report.curves import redirection_png
+from rem.report.defences import COLUMNS as DEFENCE_COLUMNS
+from rem.report.defences import defence_csv_rows, defence_html, defence_markdown, defence_table
 from rem.report.heatmaps import heatmap_png
 from rem.report.html import report_html
 from rem.report.markdown import report_markdown
@@ -69,6 +74,7 @@ class Report:
     n_cells: int = 0
     n_failed: int = 0
     collapses: list[dict] = field(default_factory=list)  # per method: the (task, rate) cells that collapse
+    defences: list[dict] = field(default_factory=list)  # the "Backdoor defences" table (rem.report.defences)
     warning: str = ""  # set when records of several grids share a run folder
     files: dict[Path, bytes | str] = field(default_factory=dict, repr=False)  # what is written, by path
 
@@ -176,9 +182,10 @@ def _write_figures(rep: Report, rows, starts, records, metrics) -> dict[str, byt
 
 
 def _write_tables(rep: Report, rows, by_task, by_rate, relearned: list[dict]) -> None:
-    """table.md (every table), table.csv (Table 1), cells.csv (every cell) and relearn.csv (the relearning
-    check, when cells have it), in percent."""
+    """table.md (every table), table.csv (Table 1), cells.csv (every cell), relearn.csv (the relearning
+    check, when cells have it) and defences.csv (the backdoor defences, when there are any), in percent."""
     md = report_markdown(rep.table, by_task, by_rate, rep.collapses, rep.warning) + relearn_markdown(relearned)
+    md += defence_markdown(rep.defences)
     rep.files[rep.table_md] = md
     shares = [f"{m}_{s}" for m in METRICS for s in ("mean", "sem")]
     table_cols = ["method", "pretrain_type", "cells", "tasks", *shares, "seeds", "uxh_seeds_mean", "uxh_seeds_sem"]
@@ -192,6 +199,8 @@ def _write_tables(rep: Report, rows, by_task, by_rate, relearned: list[dict]) ->
     if relearned:
         shares = relearn_share_columns(relearned)
         rep.files[rep.out_dir / "relearn.csv"] = to_csv(in_percent(relearned, shares, CSV_DECIMALS))
+    if rep.defences:
+        rep.files[rep.out_dir / "defences.csv"] = to_csv(defence_csv_rows(rep.defences), DEFENCE_COLUMNS)
 
 
 def build_report(
@@ -245,6 +254,7 @@ def build_report(
         n_cells=len(records),
         n_failed=len(failed),
         collapses=collapses(rows, starts),
+        defences=defence_table(rows),  # the backdoor defences beside the other methods, when there are any
     )
     pngs = _write_figures(rep, rows, starts, records, metrics)
     relearned = relearn_table(rows)  # the relearning check's figures, when cells have them (rem.run.relearn)
@@ -252,7 +262,8 @@ def build_report(
     page = report_html(
         run_dir, meta, records, rows, failed, rep.table, by_task, by_rate, rep.collapses, pngs, rep.warning
     )
-    # the relearning section goes before the heatmaps (empty without relearning figures)
-    rep.files[rep.html] = page.replace("<h2>Heatmaps</h2>", relearn_html(relearned) + "<h2>Heatmaps</h2>", 1)
+    # the relearning and defences sections go before the heatmaps (each empty without its figures)
+    sections = relearn_html(relearned) + defence_html(rep.defences)
+    rep.files[rep.html] = page.replace("<h2>Heatmaps</h2>", sections + "<h2>Heatmaps</h2>", 1)
     write_now(rep.files, overwrite=overwrite, what="report folder")
     return rep

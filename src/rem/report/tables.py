@@ -60,6 +60,7 @@ def flatten(record: dict, split_by: tuple[str, ...] = ()) -> dict:
         )
     }
     row["method"] = method_label(record)
+    row["method_name"] = record.get("method")  # the registered name (``method`` is the label)
     config = record.get("method_config") or {}
     shown = [f"{k}={config[k]}" for k in split_by if k in config]
     if shown:

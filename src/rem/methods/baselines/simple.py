@@ -34,6 +34,7 @@ class NoUnlearning(Method):
 
     name = "none"
     order = 0
+    family = "reference"
     summary = "No unlearning: the starting model as deployed"
     uses = "—"
 

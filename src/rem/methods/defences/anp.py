@@ -35,9 +35,9 @@ from torch.func import functional_call
 
 from rem.data.loader import train_batches
 from rem.errors import ConfigError
-from rem.methods.base import Method, register, setting
+from rem.methods.base import register, setting
 from rem.methods.common import cycle, derived_seed
-from rem.methods.defences.common import DefenceConfig, batch_norms, clean_pool, deployed
+from rem.methods.defences.common import Defence, DefenceConfig, batch_norms, clean_pool, deployed
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,7 @@ def prune_(model: torch.nn.Module, masks: dict[str, torch.Tensor], threshold: fl
 
 
 @register
-class ANP(Method):
+class ANP(Defence):
     """Adversarial Neuron Pruning (Wu & Wang 2021): learn a mask on every batch-norm neuron under
     adversarial neuron perturbations (ε = 0.4, α = 0.2), then prune the neurons whose mask is below 0.2.
     Needs batch-norm layers. Uses D_r as its clean data (``clean_subset=true``: truly clean, an upper bound).

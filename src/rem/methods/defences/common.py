@@ -1,5 +1,6 @@
-"""What the post-training backdoor defences share: their "clean" data, the deployed model, its head and
-its batch-norm layers, and stamping a (reversed) trigger in the normalised input space.
+"""What the post-training backdoor defences share: their base class (:class:`Defence`), their "clean" data,
+the deployed model, its head and its batch-norm layers, and stamping a (reversed) trigger in the normalised
+input space.
 
 **Their data in rem's setting.** The defences' papers assume a small *clean* set and know nothing of which
 training samples were poisoned. In rem a user has the retain set D_r = D_tr ∖ D_f, which still holds
@@ -27,7 +28,7 @@ from torch import nn
 from rem.data.loader import Batches, train_batches
 from rem.data.tasks import Task
 from rem.errors import ConfigError, RemError
-from rem.methods.base import MethodConfig, setting
+from rem.methods.base import Method, MethodConfig, setting
 from rem.models import CapacityNet, shrink
 
 CLEAN_SUBSET_HELP = (
@@ -41,6 +42,20 @@ class DefenceConfig(MethodConfig):
     """Settings every defence shares (besides the shared recipe of :class:`MethodConfig`)."""
 
     clean_subset: bool = setting(False, CLEAN_SUBSET_HELP)
+
+
+class Defence(Method):
+    """Base class of the post-training backdoor defences: ``family = "defence"`` (what the report's "Backdoor
+    defences" section sets beside the unlearning methods), D_r as their data, and a label that marks the
+    oracle setting: a run with ``clean_subset=true`` is ``anp (clean subset)`` in reports, its own row, never
+    averaged with the realistic runs."""
+
+    family = "defence"
+    uses = "D_r"
+
+    @classmethod
+    def label(cls, config: dict) -> str:
+        return f"{cls.name} (clean subset)" if config.get("clean_subset") else cls.name
 
 
 def clean_pool(task: Task, forget_idx: torch.Tensor, clean_subset: bool) -> torch.Tensor:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from rem.methods.base import Method, register, setting
+from rem.methods.base import register, setting
 from rem.methods.common import LossLog, batches, cycle, derived_seed, optimizer_for
-from rem.methods.defences.common import DefenceConfig, classifier_head, clean_pool, deployed
+from rem.methods.defences.common import Defence, DefenceConfig, classifier_head, clean_pool, deployed
 from rem.runtime import autocast
 
 
@@ -43,7 +43,7 @@ def reinit_head_(head: torch.nn.Linear, seed: int, norm: float) -> None:
 
 
 @register
-class FST(Method):
+class FST(Defence):
     """Feature Shift Tuning (Min et al. 2023): re-initialise the linear head, fine-tune the whole model with
     CE + α·⟨w, w_ori⟩ (α = 0.1) keeping ‖w‖ = ‖w_ori‖. Uses D_r as its clean data (``clean_subset=true``:
     truly clean, an upper bound). Details: :mod:`rem.methods.defences.fst`."""

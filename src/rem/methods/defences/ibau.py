@@ -42,9 +42,9 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, register, setting
+from rem.methods.base import register, setting
 from rem.methods.common import derived_seed
-from rem.methods.defences.common import DefenceConfig, clean_pool, deployed, endless, plain_shuffled
+from rem.methods.defences.common import Defence, DefenceConfig, clean_pool, deployed, endless, plain_shuffled
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def hypergradient(model, params, delta, x0, y0, outer, cfg: IBAUConfig, scale) -
 
 
 @register
-class IBAU(Method):
+class IBAU(Defence):
     """I-BAU (Zeng et al. 2022): minimax over a universal input perturbation, the model updated with the
     implicit hypergradient (fixed-point / Neumann approximation, K = 5), 5 rounds, Adam lr 0.001. Uses D_r as
     its clean data (``clean_subset=true``: truly clean, an upper bound). Details and budget:

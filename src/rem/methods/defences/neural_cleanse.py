@@ -35,9 +35,10 @@ import torch
 import torch.nn.functional as F
 
 from rem.errors import ConfigError
-from rem.methods.base import Method, register, setting
+from rem.methods.base import register, setting
 from rem.methods.common import LossLog, batches, cycle, derived_seed, optimizer_for
 from rem.methods.defences.common import (
+    Defence,
     DefenceConfig,
     clean_pool,
     deployed,
@@ -167,7 +168,7 @@ def anomaly_indices(l1: list[float]) -> list[float]:
 
 
 @register
-class NeuralCleanse(Method):
+class NeuralCleanse(Defence):
     """Neural Cleanse (Wang et al. 2019): per-class trigger reverse engineering, MAD outlier test (anomaly
     index > 2), and unlearning by fine-tuning with the reversed trigger stamped on 20 % of each batch (labels
     unchanged). Uses D_r as its clean data (``clean_subset=true``: truly clean, an upper bound). Details and
