@@ -210,6 +210,12 @@ def test_rem_better_than_every_defence_and_rem_variants():
     assert said[-1].startswith("At rate 0.5, rem (r=0.25) is better than every defence")
     assert not any(s.startswith("At rate 1") for s in said)
     assert len(said) == 1 + 4 + 1  # rem; rem-discover beaten by both defences on both; the tagged rem
+    # the oracle and the ablation are not methods a user would choose: never compared
+    oracle, ablation = (
+        _row("rem-ideal", 0.5, 2, 0.9, 0.01, 0.1, 0.01),
+        _row("rem-no-remove", 0.5, 2, 0.9, 0.01, 0.1, 0.01),
+    )
+    assert sentences([rem, variant, tagged, anp, fst, alone, oracle, ablation]) == said
 
 
 def test_defence_table_is_empty_without_a_defence_on_poison():

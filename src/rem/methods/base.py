@@ -168,7 +168,7 @@ class Method:
     summary: str = ""
     uses: str = ""  # which data it touches: "D_f", "D_r", "D_f, D_r", "D_tr" or "—"
     order: int = 1000  # place in listings, reports and default grids (then by name)
-    family: str = "unlearning"  # "unlearning", "defence" or "reference"
+    family: str = "unlearning"  # "unlearning", "defence", "reference", "oracle" or "ablation"
 
     @classmethod
     def label(cls, config: dict) -> str:

@@ -242,6 +242,7 @@ class REMIdeal(REM):
 
     name = "rem-ideal"
     order = 2
+    family = "oracle"  # reads D_c: not a method a user can run
     summary = "REM oracle: the whole corrupted set D_c shares the mask and is pushed out of θ_o1 (needs D_c)"
     uses = "D_f, D_c, D_tr"
 
@@ -255,6 +256,7 @@ class REMNoRemove(REM):
 
     name = "rem-no-remove"
     order = 3
+    family = "ablation"
     summary = "REM ablation: redirect without the removal term in step 3"
 
     def __init__(self, config=None, **overrides):

@@ -2,7 +2,7 @@
 by side — REM and its variants, the unlearning baselines and the post-training backdoor defences (the methods
 of ``family = "defence"``, :class:`rem.methods.defences.common.Defence`) — with clean accuracy, ASR and healed,
 mean ± SEM over seeds; then sentences computed from those figures: where a defence beats REM (or a REM variant,
-a registered method whose name starts with ``rem``) by more than the larger of the two SEMs, and where REM beats
+a registered unlearning method whose name starts with ``rem``: not the oracle nor the ablation) by more than the larger of the two SEMs, and where REM beats
 every defence on both ASR and healed.
 
 Written only when the poison cells include a defence's. No figure is typed here: every number comes from the
@@ -57,8 +57,9 @@ def _family(row: dict) -> str:
 
 
 def _is_rem(row: dict) -> bool:
-    """REM or a registered variant of it: a registered method whose name starts with ``rem``."""
-    return bool(row["family"]) and row["name"].startswith("rem")
+    """REM or a registered variant a user can run: an unlearning method whose name starts with ``rem`` (not
+    the oracle ``rem-ideal`` nor the ablation ``rem-no-remove``)."""
+    return row["family"] == "unlearning" and row["name"].startswith("rem")
 
 
 def defence_table(rows: list[dict]) -> list[dict]:
