@@ -1,9 +1,9 @@
 """The report's "Backdoor defences" section: on the poison task, per discovery rate, every method present side
 by side — REM and its variants, the unlearning baselines and the post-training backdoor defences (the methods
 of ``family = "defence"``, :class:`rem.methods.defences.common.Defence`) — with clean accuracy, ASR and healed,
-mean ± SEM over seeds; then sentences computed from those figures: where a defence beats REM (or a REM variant,
-a registered unlearning method whose name starts with ``rem``: not the oracle nor the ablation) by more than the larger of the two SEMs, and where REM beats
-every defence on both ASR and healed.
+mean ± SEM over seeds; then sentences computed from those figures: where a defence beats REM (or a REM
+variant, a registered unlearning method whose name starts with ``rem``: not the oracle nor the ablation) by
+more than the larger of the two SEMs, and where REM beats every defence on both ASR and healed.
 
 Written only when the poison cells include a defence's. No figure is typed here: every number comes from the
 stored cells.
