@@ -113,8 +113,12 @@ def test_section_mean_sem_and_csv(tmp_path):
     page = rep.html.read_text()
     assert "<h2>Backdoor defences</h2>" in page and page.index("Backdoor defences") < page.index("<h2>Heatmaps")
     text = (rep.out_dir / "defences.csv").read_text()
-    assert text.splitlines()[0] == ",".join(COLUMNS) == (  # the CSV's schema, pinned
-        "rate,method,pretrain_type,family,seeds,utility_mean,utility_sem,asr_mean,asr_sem,healed_mean,healed_sem"
+    assert (
+        text.splitlines()[0]
+        == ",".join(COLUMNS)
+        == (  # the CSV's schema, pinned
+            "rate,method,pretrain_type,family,seeds,utility_mean,utility_sem,asr_mean,asr_sem,healed_mean,healed_sem"
+        )
     )
     rows = {(r["rate"], r["method"]): r for r in csv.DictReader(io.StringIO(text))}
     assert rows[("0.5", "anp")]["asr_mean"] == "12.0" and rows[("0.5", "anp")]["asr_sem"] == "2.0"
