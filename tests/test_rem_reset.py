@@ -122,3 +122,13 @@ def test_reference_is_frozen_before_or_after_the_reset(start, monkeypatch, where
 def test_reset_settings_out_of_range_are_refused(bad):
     with pytest.raises(ConfigError):
         get_method("rem-reinit", **bad)
+
+
+def test_a_split_report_names_the_reference_of_cells_stored_before_the_setting():
+    from rem.report.tables import flatten
+
+    old = {"method": "rem-reinit", "method_config": {"steps": 100}, "metrics": {}}
+    new = {"method": "rem-reinit", "method_config": {"steps": 100, "reference": "reset"}, "metrics": {}}
+    assert flatten(old, ("steps", "reference"))["method"] == "rem-reinit [steps=100, reference=start]"
+    assert flatten(new, ("reference",))["method"] == "rem-reinit [reference=reset]"
+    assert flatten({"method": "rem", "method_config": {}, "metrics": {}}, ("reference",))["method"] == "rem"

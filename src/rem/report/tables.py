@@ -61,13 +61,27 @@ def flatten(record: dict, split_by: tuple[str, ...] = ()) -> dict:
     }
     row["method"] = method_label(record)
     row["method_name"] = record.get("method")  # the registered name (``method`` is the label)
-    config = record.get("method_config") or {}
+    config = {**_absent_settings(record.get("method"), split_by), **(record.get("method_config") or {})}
     shown = [f"{k}={config[k]}" for k in split_by if k in config]
     if shown:
         row["method"] += f" [{', '.join(shown)}]"
     row["regularity"] = REGULARITY.get(record.get("task"), "")
     row.update(record.get("metrics", {}))
     return row
+
+
+def _absent_settings(method: str | None, names: tuple[str, ...]) -> dict:
+    """The values a record stored before a ``keyed_when_set`` setting existed ran at (its ``absent`` value),
+    for those of ``names`` the registered ``method`` has: a split row then names them too."""
+    import dataclasses
+
+    from rem.methods.base import REGISTRY, absent_value
+
+    cls = REGISTRY.get(method or "")
+    if cls is None or not names:
+        return {}
+    fields = {f.name: f for f in dataclasses.fields(cls.config_cls)}
+    return {k: absent_value(fields[k]) for k in names if k in fields and fields[k].metadata.get("keyed_when_set")}
 
 
 def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
