@@ -14,7 +14,7 @@ the stored images (as a poisoned data set on disk would have it). Model: ResNet-
 usual 64-128-256-512 channels scaled to 16-32-64-128; ``--width 64`` is the standard one) trained
 from scratch for ``--epochs`` epochs with the augmentation rem assumes by default (random crop with
 padding 2 and horizontal flips, CIFAR-10 normalisation). Healing: REM at the ``cpu`` profile's budget
-(100 steps of batch 512, lr 0.005) with a side branch of ratio 1 on every Conv2d / Linear but the
+(250 steps of batch 512, lr 0.005) with a side branch of ratio 1 on every Conv2d / Linear but the
 classifier. Printed: test accuracy, attack success rate (ASR: triggered test images of class ≠ 0
 classified as 0) and accuracy on the found images' poisoned labels, before and after.
 """
@@ -134,7 +134,7 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16, help="ResNet-18 base width (64 is the standard)")
     ap.add_argument("--epochs", type=int, default=30, help="training epochs of the poisoned model")
     ap.add_argument("--rate", type=float, default=0.5, help="share of the poisoned images that were found")
-    ap.add_argument("--steps", type=int, default=100, help="REM's repair steps (the cpu profile's 100)")
+    ap.add_argument("--steps", type=int, default=None, help="unlearning steps (default: the cpu profile's budget)")
     ap.add_argument(
         "--method",
         default="rem",
@@ -156,6 +156,7 @@ def main() -> None:
 
     # The poisoned data set, as plain arrays (what a user would have on disk).
     profile = get_profile("cpu")
+    args.steps = args.steps or profile.unlearn.steps
     data = profile_data(profile, args.data_dir)
     task = profile_task(profile, "poison", seed=0, data=data)
     x_train = data.x_train.clone()
