@@ -11,10 +11,11 @@ pretraining, a ratio of 0.25, the paper's (980 steps of 512 on 50,000 images, 10
 epochs of pretraining: 0.24). The ratio, not the epoch count, is what keeps the paper's regime here: the
 ``cpu`` pretraining runs 64 epochs so that a small set is memorised, and an unlearning budget short
 against it lets a method that re-initialises layers re-learn what generalises before it re-memorises
-the corruption nobody found, while REM's repair is cut short. Measured at seed 0, rate 0.5 (uxh, 100 →
-250 steps): ``eu-4`` poison 17.0 → 13.5, interclass 31.7 → 18.2; ``rem`` poison 41.7 → 46.7
-(docs/results/screen.md). 250 steps cost 2.5× the 100 of the grids committed before
-(``--steps 100`` reproduces those); the budget is part of every cell's key.
+the corruption nobody found. Measured at seed 0, rate 0.5 (uxh, 100 → 250 steps; poison / interclass /
+random): ``eu-4`` 17.0 → 13.5 / 31.7 → 18.2 / 42.7 → 40.0; ``rem`` 41.7 → 46.7 / 16.2 → 12.9 /
+30.5 → 25.2; ``rem-reinit`` 44.6 → 43.9 / 31.2 → 34.3 / 40.8 → 40.0 (docs/results/screen.md). 250
+steps cost 2.5× the 100 of the grids committed before (``--steps 100`` reproduces those); the budget is
+part of every cell's key.
 """
 
 from __future__ import annotations
