@@ -12,6 +12,8 @@ from rem.methods import REGISTRY, get_method, method_names, settings_help
 from rem.profiles import get_profile
 from rem.run import method_settings, shortcut_settings
 
+CPU_THEN = {"steps": 100, "relearn": "off"}
+
 #: Keys computed before the run path was unified (issue 18): a results store written by an earlier rem
 #: must find its cells and starting models again.
 PINNED = [
@@ -21,10 +23,17 @@ PINNED = [
     ({"profile": "smoke"}, "rem", "c2dc2a5bef6d349d7cd5", "84e70dbcedded27106ec"),
     ({"profile": "smoke"}, "npo", "8f06f133f9298de74cb0", "84e70dbcedded27106ec"),
     ({"profile": "smoke"}, "scrub", "a35970d43f02d04da7da", "84e70dbcedded27106ec"),
-    ({"profile": "cpu"}, "rem", "13f93480c5f1e12840fa", "da8f7d367f2618815caf"),
-    ({"profile": "cpu"}, "npo", "5b0890199b804ad79d1d", "da8f7d367f2618815caf"),
+    # the cpu ones at the budget and relearning of the grids stored before the profile's 250 steps / relearn 5,50
+    ({"profile": "cpu", **CPU_THEN}, "rem", "13f93480c5f1e12840fa", "da8f7d367f2618815caf"),
+    ({"profile": "cpu", **CPU_THEN}, "npo", "5b0890199b804ad79d1d", "da8f7d367f2618815caf"),
     (
-        {"profile": "cpu", "tasks": ("interclass",), "expand_ratio": 0.25, "settings": {"rem": {"soft_mask": True}}},
+        {
+            "profile": "cpu",
+            **CPU_THEN,
+            "tasks": ("interclass",),
+            "expand_ratio": 0.25,
+            "settings": {"rem": {"soft_mask": True}},
+        },
         "rem",
         "7a8641e25a89bb1133a6",
         "5dd07e0d348bbf9e94b2",
@@ -97,3 +106,9 @@ def test_rem_labels_its_own_variants():
     )
     assert method_label({"method": "gone", "method_config": {"expand_ratio": 0.5}}) == "gone"
     assert method_names()[:3] == ["none", "rem", "rem-ideal"]
+
+
+def test_the_cpu_profiles_own_budget_and_relearning_are_other_cells():
+    (now,) = Grid(profile="cpu", tasks=("poison",), rates=(0.5,), methods=("rem",)).cells()
+    assert now.method_config()["steps"] == 250 and now.relearn == (5, 50)
+    assert now.key != "13f93480c5f1e12840fa" and now.start_key == "da8f7d367f2618815caf"
