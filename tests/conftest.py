@@ -34,3 +34,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def refused(capsys):
+    """``refused(name, argv, needle)``: run the command line ``argv`` in-process and check it was refused as
+    bad input must be: exit 2, one line on stderr that holds ``needle``, no traceback."""
+    from rem.cli import main
+
+    def check(name: str, argv: list[str], needle: str) -> None:
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        out, err = capsys.readouterr()
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 2, f"{name}: exit {code}\nstdout: {out}\nstderr: {err}"
+        assert len(lines) == 1, f"{name}: stderr is not one line:\n{err}"
+        assert "Traceback" not in err and "Traceback" not in out
+        assert needle in lines[0], f"{name}: {needle!r} not in {lines[0]!r}"
+
+    return check

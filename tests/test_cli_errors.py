@@ -151,20 +151,10 @@ _IDS = [c[0] for c in _cases(Path("/x"))]
 
 
 @pytest.mark.parametrize("case", _IDS)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, world, capsys):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, world, refused):
     name, argv, needle = next(c for c in _cases(world) if c[0] == case)
     before = _snapshot(world)
-    capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    out, err = capsys.readouterr()
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, f"{name}: exit {code}\nstdout: {out}\nstderr: {err}"
-    assert len(lines) == 1, f"{name}: stderr is not one line:\n{err}"
-    assert "Traceback" not in err and "Traceback" not in out
-    assert needle in lines[0], f"{name}: {needle!r} not in {lines[0]!r}"
+    refused(name, argv, needle)
     assert _snapshot(world) == before, f"{name}: files were written or changed"
 
 
