@@ -177,9 +177,10 @@ class REM(Method):
         shared = task.membership(task.corrupt_idx if cfg.ideal else forget_idx).to(dev)  # who shares the mask
         removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
         # a [beyond] variant's D_f-independent forgetting (REM: none), before or after θ_ref is frozen
-        reset = self._reset(model, task, ctx) if self._reset_before_reference() else {}
+        reset_first = self._reset_before_reference()
+        reset = self._reset(model, task, ctx) if reset_first else {}
         ref_ce, keys = reference(model, shared, dev)
-        if not self._reset_before_reference():
+        if not reset_first:
             reset = self._reset(model, task, ctx)
         if reset:
             history.append({"phase": "reset", **reset})
