@@ -116,6 +116,9 @@ def test_methods_lists_registry(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "rem " in out and "npo" in out
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+    assert lines["rem"] == "unlearning" and lines["anp"] == "defence"  # each method's family
+    assert lines["rem-ideal"] == "oracle" and lines["rem-no-remove"] == "ablation" and lines["none"] == "reference"
 
 
 @pytest.mark.slow

@@ -236,3 +236,12 @@ def test_the_docs_page_includes_every_committed_defences_section_and_types_no_fi
     if not committed:
         assert not re.search(r"\d\s*%", page), "the page types a figure while no committed report has the section"
         assert "rem bench --profile cpu --tasks poison" in page and "clean_subset=true" in page
+
+
+def test_every_csv_writes_a_missing_or_single_seed_figure_blank():
+    """``to_csv`` (table.csv, relearn.csv, defences.csv, ...): None and NaN are blank fields, never 'nan'."""
+    from rem.report.tables import to_csv
+
+    text = to_csv([{"m": "rem", "uxh_mean": 41.5, "uxh_sem": math.nan, "asr_mean": None, "n": 0}])
+    assert text.splitlines() == ["m,uxh_mean,uxh_sem,asr_mean,n", "rem,41.5,,,0"]
+    assert "nan" not in text.lower()

@@ -25,7 +25,8 @@ def run(args) -> int:
         print_settings(cls.name, f"{cls.summary}  [uses {cls.uses}]", cls.config_cls, usage)
         return 0
     width = max(len(n) for n in REGISTRY)
+    fam = max(len(REGISTRY[n].family) for n in REGISTRY)
     for name in method_names():
         cls = REGISTRY[name]
-        print(f"{name:<{width}}  {cls.summary}  [uses {cls.uses}]")
+        print(f"{name:<{width}}  {cls.family:<{fam}}  {cls.summary}  [uses {cls.uses}]")
     return 0

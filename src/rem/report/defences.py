@@ -15,7 +15,7 @@ import math
 
 from rem.methods.base import method_family
 from rem.report.model import Table
-from rem.report.tables import CSV_DECIMALS, fmt_pm, mean_sem, order_methods
+from rem.report.tables import CSV_DECIMALS, fmt_pm, in_percent, mean_sem, order_methods
 from rem.units import percent
 
 TASK = "poison"
@@ -90,13 +90,9 @@ def defence_table(rows: list[dict]) -> list[dict]:
 
 
 def defence_csv_rows(table: list[dict]) -> list[dict]:
-    """:func:`defence_table`'s rows for ``defences.csv``: shares in percent, a SEM blank for a single seed."""
-    shares = [c for c in COLUMNS if c.endswith(("_mean", "_sem"))]
-    return [
-        {c: (None if isinstance(r[c], float) and math.isnan(r[c]) else percent(r[c], CSV_DECIMALS)) for c in shares}
-        | {c: r[c] for c in COLUMNS if c not in shares}
-        for r in table
-    ]
+    """:func:`defence_table`'s rows for ``defences.csv``: shares in percent (a single seed's SEM, NaN, is
+    written blank by :func:`rem.report.tables.to_csv`)."""
+    return in_percent(table, [c for c in COLUMNS if c.endswith(("_mean", "_sem"))], CSV_DECIMALS)
 
 
 def _pm(row: dict, metric: str) -> str:

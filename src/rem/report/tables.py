@@ -179,14 +179,22 @@ def in_percent(rows: Iterable[dict], columns: Iterable[str], digits: int = 9) ->
     return [{k: percent(v, digits) if k in cols else v for k, v in r.items()} for r in rows]
 
 
+def _cell(v):
+    """A CSV field: blank for a missing value (None) or one that has no figure (NaN, e.g. the SEM of one seed)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return v
+
+
 def to_csv(rows: list[dict], columns: Iterable[str] | None = None) -> str:
+    """``rows`` as CSV text; a missing or NaN value is a blank field in every file ``rem report`` writes."""
     rows = list(rows)
     columns = list(columns) if columns is not None else (list(rows[0]) if rows else [])
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+        w.writerow({k: _cell(r.get(k)) for k in columns})
     return buf.getvalue()
 
 
