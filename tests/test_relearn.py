@@ -14,7 +14,7 @@ from test_defences import PLANTED, _planted
 from rem.bench.grid import Grid
 from rem.errors import ConfigError
 from rem.report.relearn import prefer_relearned, relearn_columns, relearn_table
-from rem.run.relearn import parse_ks, relearn_metrics, retune_idx
+from rem.run.relearn import POOL, parse_ks, relearn_metrics, relearn_settings, retune_idx
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,14 +78,18 @@ def test_learned_backdoor_relearns_more_than_a_model_trained_clean(gen_data):
 
 
 def test_retune_samples_are_fixed_corrupted_and_clean(task):
-    idx, n = retune_idx(task, 5, seed=0)
-    assert n == 5 and len(idx) == 10
+    """k corrupted samples, the rest of the re-tuning set of POOL (the retuning attack's 1,000) clean."""
+    assert POOL == 1000
+    idx, n = retune_idx(task, 5, seed=0, pool=100)
+    assert n == 5 and len(idx) == 100 and len(set(idx.tolist())) == 100
     assert torch.equal(idx[:5], task.discovery_order[:5])  # the same for every method and rate
     assert torch.isin(idx[:5], task.forget_idx(0.5)).all()  # in D_f when k <= |D_f|
     assert not torch.isin(idx[5:], task.corrupt_idx).any()
-    assert torch.equal(retune_idx(task, 5, seed=0)[0], idx)
-    idx_big, n_big = retune_idx(task, 50, seed=0)
-    assert n_big == len(task.corrupt_idx) == 20 and len(idx_big) == 40
+    assert torch.equal(retune_idx(task, 5, seed=0, pool=100)[0], idx)
+    idx_big, n_big = retune_idx(task, 50, seed=0, pool=100)
+    assert n_big == len(task.corrupt_idx) == 20 and len(idx_big) == 100
+    n_clean = task.n_train - len(task.corrupt_idx)
+    assert len(retune_idx(task, 5, seed=0)[0]) == min(POOL, 5 + n_clean)  # a small data set: all its clean samples
 
 
 def test_parse_ks():
@@ -144,9 +148,18 @@ def test_relearn_table_gap_to_clean_reference():
 
 def test_prefer_relearned_keeps_one_record_per_cell():
     cfg = {"method": "fst", "rate": 0.5, "seed": 0}
-    old, new = {"key": "a", "config": cfg}, {"key": "b", "config": {**cfg, "relearn": {"ks": [5]}}}
+    now = relearn_settings((5,))
+    old, new = {"key": "a", "config": cfg}, {"key": "b", "config": {**cfg, "relearn": now}}
     other = {"key": "c", "config": {**cfg, "seed": 1}}
     assert [r["key"] for r in prefer_relearned([old, new, other])] == ["b", "c"]
+    # a record of an earlier design of the check (other re-tuning settings): its figures do not compare
+    earlier = {**now, "pool": None, "bn": "eval", "batch_size": None}
+    metrics = {"uxh": 0.4, "relearn_asr_5": 0.99}
+    first = {"key": "d", "config": {**cfg, "relearn": earlier}, "metrics": metrics}
+    assert [r["key"] for r in prefer_relearned([first, new])] == ["b"]  # the current design wins
+    assert [r["key"] for r in prefer_relearned([old, first])] == ["a"]  # so does no check at all
+    (alone,) = prefer_relearned([first])  # nothing else has the cell: it counts, without relearning figures
+    assert alone["key"] == "d" and alone["metrics"] == {"uxh": 0.4}
 
 
 def test_report_shows_relearning_columns_and_counts_a_cell_once(tmp_path):
@@ -154,7 +167,7 @@ def test_report_shows_relearning_columns_and_counts_a_cell_once(tmp_path):
     from rem.report import build_report
 
     def rec(key, method, rate, relearn=None, **metrics):
-        cfg = {"method": method, "rate": rate, "seed": 0, **({"relearn": {"ks": [5]}} if relearn else {})}
+        cfg = {"method": method, "rate": rate, "seed": 0, **({"relearn": relearn_settings((5,))} if relearn else {})}
         return {
             "key": key,
             "method": method,

@@ -8,31 +8,50 @@ import math
 
 from rem.report.model import Table
 from rem.report.tables import fmt_pm, mean_sem
-from rem.run.relearn import LR, STEPS, is_relearn_metric
+from rem.run.relearn import BATCH, LR, POOL, STEPS, is_relearn_metric, relearn_settings
 from rem.units import percent
 
 NOTE = (
-    f"Relearning check (rem.run.relearn): a copy of the healed model re-tuned {STEPS} SGD steps (lr {LR:g}) on k "
-    "corrupted "
-    "samples and k clean ones, then measured again; mean ± SEM over seeds, in percent. Δ clean: the gap to the "
-    "clean reference, retrain at rate 1.0 put through the same re-tuning (— without one): a healing that holds "
-    "relearns no more than the clean model (Δ relearned ASR ≈ 0, Δ relearned healed ≈ 0)."
+    f"Relearning check (rem.run.relearn): a copy of the healed model re-tuned {STEPS} SGD steps (batch {BATCH}, "
+    f"lr {LR:g}) on {POOL:,} samples, k of them corrupted and the rest clean, then measured again; mean ± SEM "
+    "over seeds, in percent. Δ clean: the gap to the clean reference, retrain at rate 1.0 put through the same "
+    "re-tuning (— without one): a healing that holds relearns no more than the clean model (Δ relearned ASR ≈ 0, "
+    "Δ relearned healed ≈ 0)."
 )
 
 
+def _design(relearn_cfg: dict) -> dict:
+    """A cell's relearning settings but for its sample counts: how the re-tuning was done."""
+    return {k: v for k, v in relearn_cfg.items() if k != "ks"}
+
+
+def _rank(record: dict, current: dict) -> int:
+    """2: the check as :mod:`rem.run.relearn` runs it now; 1: no check; 0: the check of an earlier design."""
+    cfg = record.get("config") or {}
+    if "relearn" not in cfg:
+        return 1
+    return 2 if _design(cfg["relearn"]) == current else 0
+
+
+def _without_relearn(record: dict) -> dict:
+    """``record`` with its relearning figures dropped (they came from an earlier design of the check)."""
+    metrics = {k: v for k, v in (record.get("metrics") or {}).items() if not is_relearn_metric(k)}
+    return {**record, "metrics": metrics}
+
+
 def prefer_relearned(records: list[dict]) -> list[dict]:
-    """``records`` without those superseded by a record of the same cell computed with the relearning check
-    (same configuration but for ``relearn``), so a run folder holding both counts each cell once."""
-    with_relearn = set()
-    for r in records:
-        cfg = r.get("config") or {}
-        if "relearn" in cfg:
-            with_relearn.add(_base_key(cfg))
-    return [
-        r
-        for r in records
-        if "relearn" in (r.get("config") or {}) or _base_key(r.get("config") or {}) not in with_relearn
-    ]
+    """One record per cell (same configuration but for ``relearn``), in the order given: the one computed
+    with the relearning check as it runs now if there is one, else one without the check. A record of an
+    earlier design of the check (other re-tuning settings) counts only when nothing else has the cell, and
+    then without its relearning figures, which do not compare with the current ones."""
+    current = _design(relearn_settings(()))
+    best: dict[str, tuple[int, int]] = {}
+    for i, r in enumerate(records):
+        base, rank = _base_key(r.get("config") or {}), _rank(r, current)
+        if base not in best or rank > best[base][0]:
+            best[base] = (rank, i)
+    chosen = {i: rank for rank, i in best.values()}
+    return [r if chosen[i] else _without_relearn(r) for i, r in enumerate(records) if i in chosen]
 
 
 def _base_key(cfg: dict) -> str:
