@@ -160,6 +160,8 @@ def test_prefer_relearned_keeps_one_record_per_cell():
     assert [r["key"] for r in prefer_relearned([old, first])] == ["a"]  # so does no check at all
     (alone,) = prefer_relearned([first])  # nothing else has the cell: it counts, without relearning figures
     assert alone["key"] == "d" and alone["metrics"] == {"uxh": 0.4}
+    bare = [{"key": "x", "metrics": metrics}, {"key": "y", "metrics": metrics}]  # no configuration: each counts
+    assert prefer_relearned(bare) == bare
 
 
 def test_report_shows_relearning_columns_and_counts_a_cell_once(tmp_path):

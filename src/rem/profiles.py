@@ -16,8 +16,8 @@ random): ``eu-4`` 17.0 → 13.5 / 31.7 → 18.2 / 42.7 → 40.0; ``rem`` 41.7 �
 30.5 → 25.2; ``rem-reinit`` 44.6 → 43.9 / 31.2 → 34.3 / 40.8 → 40.0. Over rates 0.1, 0.5 and 1.0 at 250
 steps (seed 0), ``rem-reinit`` has 40.3 / 28.4 / 41.4 against ``eu-4``'s 23.0 / 21.0 / 39.6
 (docs/results/screen.md). NPO does not read the step budget (it runs epochs on D_f until its forgetting
-threshold or ``max_epochs``): the budget does not change it. 250 steps cost 2.5× the 100 of the grids committed before (``--steps 100``
-reproduces those); the budget is part of every cell's key.
+threshold or ``max_epochs``): the budget does not change it. 250 steps cost 2.5× the 100 of the grids
+committed before (``--steps 100`` reproduces those); the budget is part of every cell's key.
 """
 
 from __future__ import annotations

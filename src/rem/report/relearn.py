@@ -40,18 +40,27 @@ def _without_relearn(record: dict) -> dict:
 
 
 def prefer_relearned(records: list[dict]) -> list[dict]:
-    """One record per cell (same configuration but for ``relearn``), in the order given: the one computed
-    with the relearning check as it runs now if there is one, else one without the check. A record of an
-    earlier design of the check (other re-tuning settings) counts only when nothing else has the cell, and
-    then without its relearning figures, which do not compare with the current ones."""
+    """``records`` without those superseded by a record of the same cell (same configuration but for
+    ``relearn``) computed with the relearning check as it runs now, so a run folder holding both counts each
+    cell once. A record of an earlier design of the check (other re-tuning settings) is superseded by any
+    other record of its cell, and counts without its relearning figures, which do not compare."""
     current = _design(relearn_settings(()))
-    best: dict[str, tuple[int, int]] = {}
-    for i, r in enumerate(records):
-        base, rank = _base_key(r.get("config") or {}), _rank(r, current)
-        if base not in best or rank > best[base][0]:
-            best[base] = (rank, i)
-    chosen = {i: rank for rank, i in best.values()}
-    return [r if chosen[i] else _without_relearn(r) for i, r in enumerate(records) if i in chosen]
+    checked = {_base_key(r["config"]) for r in records if "relearn" in (r.get("config") or {})}
+    best: dict[str, int] = {}  # per cell that has a record with the check: the best rank among its records
+    for r in records:
+        cfg = r.get("config") or {}
+        if cfg and _base_key(cfg) in checked:
+            base = _base_key(cfg)
+            best[base] = max(best.get(base, 0), _rank(r, current))
+    out = []
+    for r in records:
+        cfg = r.get("config") or {}
+        base = _base_key(cfg) if cfg else None
+        if base not in best:
+            out.append(r)  # no record of this cell has the check
+        elif _rank(r, current) == best[base]:
+            out.append(r if best[base] else _without_relearn(r))
+    return out
 
 
 def _base_key(cfg: dict) -> str:
