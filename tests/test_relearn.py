@@ -142,6 +142,14 @@ def test_relearn_table_gap_to_clean_reference():
     assert fst["relearn_asr_5_mean"] == pytest.approx(0.8) and fst["seeds"] == 2
     assert fst["gap_relearn_asr_5"] == pytest.approx(0.8 - 0.15)
     assert table[("retrain", 1.0)]["gap_relearn_asr_5"] == pytest.approx(0.0)
+    # rows split by a setting (rem report --split-by): the reference with the same split, else the only one
+    split = [_row("retrain [steps=250]", 1.0, 0, 0.1), _row("retrain [steps=100]", 1.0, 0, 0.3)]
+    split += [_row("fst [steps=250]", 0.5, 0, 0.9), _row("rem-discover [steps=250, beta=1]", 0.5, 0, 0.5)]
+    gaps = {r["method"]: r["gap_relearn_asr_5"] for r in relearn_table(split)}
+    assert gaps["fst [steps=250]"] == pytest.approx(0.8)
+    assert math.isnan(gaps["rem-discover [steps=250, beta=1]"])  # two references, neither with its split
+    one = relearn_table([_row("retrain [steps=250]", 1.0, 0, 0.1), _row("fst", 0.5, 0, 0.9)])
+    assert {r["method"]: r["gap_relearn_asr_5"] for r in one}["fst"] == pytest.approx(0.8)
     alone = relearn_table([_row("fst", 0.5, 0, 0.9)])
     assert math.isnan(alone[0]["gap_relearn_asr_5"])  # no reference: no gap
 

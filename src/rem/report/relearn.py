@@ -77,6 +77,15 @@ def relearn_columns(rows: list[dict]) -> list[str]:
     return sorted(names, key=order)
 
 
+def _reference(label: str, refs: dict[str, dict]) -> dict | None:
+    """The clean reference of the row labelled ``label`` among ``retrain``'s rows at rate 1.0: the one with the
+    same split of settings (``retrain [steps=250]`` for ``rem [steps=250]``), else the only one there is."""
+    same = "retrain" + label[len(label.split(" ", 1)[0]) :]
+    if same in refs:
+        return refs[same]
+    return next(iter(refs.values())) if len(refs) == 1 else None
+
+
 def relearn_table(rows: list[dict]) -> list[dict]:
     """Per (method, pretraining type, task, rate): the mean ± SEM over seeds of healed, asr and every
     relearning metric, and each relearning metric's gap to the clean reference (``retrain`` at rate 1.0 on
@@ -91,9 +100,13 @@ def relearn_table(rows: list[dict]) -> list[dict]:
     means = {}
     for key, rs in groups.items():
         means[key] = {m: mean_sem(r.get(m) for r in rs) for m in ("healed", "asr", *cols)}
+    refs: dict[tuple, dict[str, dict]] = {}  # (pretraining type, task) -> retrain's rows at rate 1.0, by label
+    for (method, ptype, task, rate), stats in means.items():
+        if method.split(" ", 1)[0] == "retrain" and rate == 1.0:
+            refs.setdefault((ptype, task), {})[method] = stats
     out = []
     for (method, ptype, task, rate), stats in means.items():
-        ref = means.get(("retrain", ptype, task, 1.0))
+        ref = _reference(method, refs.get((ptype, task), {}))
         row = {"method": method, "pretrain_type": ptype, "task": task, "rate": rate, "seeds": stats["healed"][2]}
         for m, (mean, sem, _) in stats.items():
             row[f"{m}_mean"], row[f"{m}_sem"] = mean, sem
