@@ -28,13 +28,12 @@ import copy
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from rem.bench.cell import StartSpec, load_start
 from rem.methods import Context, get_method
 from rem.metrics import evaluate
 from rem.profiles import get_profile
-from rem.run.relearn import LR, MOMENTUM, STEPS, WEIGHT_DECAY, retune, retune_idx
+from rem.run.relearn import LR, MOMENTUM, STEPS, WEIGHT_DECAY, retune, retune_idx, sgd_steps
 from rem.runtime import pick_device
 
 
@@ -44,15 +43,10 @@ def retune_first(model, task, idx, *, device, seed: int = 0):
 
     m = copy.deepcopy(model).to(device).eval()
     opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    data = train_batches(task, idx, device=device, batch_size=len(idx), seed=seed)
+    data = train_batches(task, idx, device=device, batch_size=len(idx), seed=seed)  # one batch, re-drawn each pass
     done = 0
     while done < STEPS:
-        for x, y, _ in data:
-            loss = F.cross_entropy(m(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
+        done += sgd_steps(m, opt, data, STEPS - done)
     return m.eval()
 
 

@@ -45,22 +45,17 @@ def prefer_relearned(records: list[dict]) -> list[dict]:
     cell once. A record of an earlier design of the check (other re-tuning settings) is superseded by any
     other record of its cell, and counts without its relearning figures, which do not compare."""
     current = _design(relearn_settings(()))
-    checked = {_base_key(r["config"]) for r in records if "relearn" in (r.get("config") or {})}
+    keyed = [(_base_key(r["config"]) if r.get("config") else None, _rank(r, current)) for r in records]
+    checked = {base for (base, _), r in zip(keyed, records) if "relearn" in (r.get("config") or {})}
     best: dict[str, int] = {}  # per cell that has a record with the check: the best rank among its records
-    for r in records:
-        cfg = r.get("config") or {}
-        if cfg and _base_key(cfg) in checked:
-            base = _base_key(cfg)
-            best[base] = max(best.get(base, 0), _rank(r, current))
-    out = []
-    for r in records:
-        cfg = r.get("config") or {}
-        base = _base_key(cfg) if cfg else None
-        if base not in best:
-            out.append(r)  # no record of this cell has the check
-        elif _rank(r, current) == best[base]:
-            out.append(r if best[base] else _without_relearn(r))
-    return out
+    for base, rank in keyed:
+        if base in checked:
+            best[base] = max(best.get(base, 0), rank)
+    return [
+        r if base not in best or best[base] else _without_relearn(r)
+        for (base, rank), r in zip(keyed, records)
+        if base not in best or rank == best[base]
+    ]
 
 
 def _base_key(cfg: dict) -> str:

@@ -116,6 +116,23 @@ def retune_idx(task: Task, k: int, seed: int, pool: int = POOL) -> tuple[torch.T
     return torch.cat([corrupt, clean[pick]]), len(corrupt)
 
 
+def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, batches, steps: int) -> int:
+    """Cross-entropy steps of ``opt`` on ``model`` over ``batches`` ((x, y, idx) triples), at most ``steps``;
+    returns how many were taken (fewer when ``batches`` ends first)."""
+    done = 0
+    if steps <= 0:
+        return done
+    for x, y, _ in batches:
+        loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        done += 1
+        if done >= steps:
+            break
+    return done
+
+
 def retune(
     model: torch.nn.Module,
     task: Task,
@@ -131,19 +148,11 @@ def retune(
     m = copy.deepcopy(model).to(device)
     m.train()
     opt = torch.optim.SGD(m.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    drop = len(idx) > batch_size and len(idx) % batch_size == 1  # a last batch of one would break batch norm
     done, epoch = 0, 0
     while done < steps:
-        # a last batch of one sample would break training-mode batch norm: drop it
-        drop = len(idx) > batch_size and len(idx) % batch_size == 1
         batches = train_batches(task, idx, device=device, batch_size=batch_size, seed=seed + epoch, drop_last=drop)
-        for x, y, _ in batches:
-            loss = F.cross_entropy(m(x).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
-            if done >= steps:
-                break
+        done += sgd_steps(m, opt, batches, steps - done)
         epoch += 1
     return m.eval()
 
