@@ -159,7 +159,8 @@ def main() -> None:
 
     # The poisoned data set, as plain arrays (what a user would have on disk).
     profile = get_profile("cpu")
-    args.steps = args.steps or profile.unlearn.steps
+    if args.steps is None:
+        args.steps = profile.unlearn.steps
     data = profile_data(profile, args.data_dir)
     task = profile_task(profile, "poison", seed=0, data=data)
     x_train = data.x_train.clone()
