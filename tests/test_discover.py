@@ -192,6 +192,40 @@ def test_rem_discover_adds_the_top_of_the_ranking_within_budget_and_records_it(t
     assert len(default.history[0]["discover_added"]) == len(fi)
 
 
+def test_rem_reinit_discover_ranks_the_starting_model_then_resets(tiny, monkeypatch):
+    """rem-reinit-discover adds rem-discover's samples (ranked before the reset), then resets as rem-reinit."""
+    import rem.methods.rem_discover as rd
+
+    task, model = tiny
+    fi = task.forget_idx(0.5)
+    disc = get_method("rem-discover", discover_k=4, **TINY).unlearn(model, task, fi, Context())
+    calls = []
+    for hook in ("_grow", "_reset"):
+        real = getattr(rd.REMReinitDiscover, hook)
+
+        def spy(self, *a, _real=real, _hook=hook, **kw):
+            calls.append(_hook)
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(rd.REMReinitDiscover, hook, spy)
+    out = get_method("rem-reinit-discover", discover_k=4, calib_batches=1, **TINY).unlearn(model, task, fi, Context())
+    assert calls[:2] == ["_grow", "_reset"]  # ranked on the starting model, before the reset erased its memory
+    reset, round0 = out.history[0], out.history[1]
+    assert reset["phase"] == "reset" and reset["reset_entries"] > 0 and len(reset["reset_layers"]) > 0
+    assert round0["discover_added"] == disc.history[0]["discover_added"]  # rem-discover's samples
+    assert all("discover_added" not in r for r in out.history[2:])
+
+
+def test_rem_reinit_discover_with_zero_budget_is_rem_reinit_bit_for_bit(tiny):
+    task, model = tiny
+    fi = task.forget_idx(0.5)
+    a = get_method("rem-reinit", calib_batches=1, **TINY).unlearn(model, task, fi, Context())
+    b = get_method("rem-reinit-discover", discover_k=0, calib_batches=1, **TINY).unlearn(model, task, fi, Context())
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.history == b.history
+
+
 def test_rem_discover_routes_added_samples_through_the_shared_mask(tiny, monkeypatch):
     import rem.methods.rem as rem_mod
     from rem.models import SHARED_KEY

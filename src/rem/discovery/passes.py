@@ -34,10 +34,14 @@ def check_inputs(task, forget_idx) -> tuple[torch.Tensor, torch.Tensor]:
 
 def classifier_layer(model: nn.Module) -> nn.Linear:
     """The classifier: the last ``nn.Linear`` registered in ``model`` (ResNet-9's ``fc``, the ViT's
-    ``head``, a user's model's last layer, as :mod:`rem.models.generic` assumes too)."""
+    ``head``, a user's model's last layer, as :mod:`rem.models.generic` assumes too); the side branches a
+    wrapped model carries as θ_o2 are not the classifier."""
+    from rem.models.generic import Branch
+
+    side = {id(m) for b in model.modules() if isinstance(b, Branch) for m in b.modules()}  # θ_o2's branches
     last = None
     for m in model.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear) and id(m) not in side:
             last = m
     if last is None:
         raise ConfigError(f"{type(model).__name__} has no nn.Linear classifier: penultimate features are its input")

@@ -176,6 +176,11 @@ class REM(Method):
         """Whether :meth:`_reset` runs before θ_ref is frozen (θ_ref is then the reset model). REM: no reset."""
         return False
 
+    def _grow_before_reset(self) -> bool:
+        """Whether round 0's :meth:`_grow` runs before :meth:`_reset`, on the expanded starting model (a
+        discovery score reads what the starting model memorised, which a reset erases). REM: no growth."""
+        return False
+
     def _unlearn(self, model, task, forget_idx, ctx, history):
         cfg: REMConfig = self.config
         dev = ctx.device
@@ -183,6 +188,8 @@ class REM(Method):
         model = expand_step(model, task, cfg, ctx)
         shared = task.membership(task.corrupt_idx if cfg.ideal else forget_idx).to(dev)  # who shares the mask
         removal = shared.float()  # who is in step 3's removal term (D_f; all of D_c for the oracle)
+        # round 0's growth, where a variant ranks D_r on the starting model before its reset
+        early = self._grow(0, model, task, forget_idx, shared, removal, ctx) if self._grow_before_reset() else None
         # a [beyond] variant's D_f-independent forgetting (REM: none), before or after θ_ref is frozen
         reset_first = self._reset_before_reference()
         reset = self._reset(model, task, ctx) if reset_first else {}
@@ -202,7 +209,10 @@ class REM(Method):
             best.offer(select.score(model)[0], model, -1)
         step, rnd = 0, 0
         while rnd == 0 or step < cfg.steps:
-            grown = self._grow(rnd, model, task, forget_idx, shared, removal, ctx)
+            if rnd == 0 and early is not None:
+                grown = early
+            else:
+                grown = self._grow(rnd, model, task, forget_idx, shared, removal, ctx)
             # -- step 2: remove D_f from θ_o1 with NPO (not counted in the budget) ------------------------
             remove_epochs, remove_steps, remove_acc = remove_phase(
                 model,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from rem.errors import ConfigError
 from rem.methods.base import Context, register, setting
 from rem.methods.rem import REM, REMConfig
+from rem.methods.rem_reset import REMReinit, REMReinitConfig
 
 
 @dataclass(frozen=True)
@@ -122,4 +123,30 @@ class REMDiscover(REM):
         }
 
 
-__all__ = ["REMDiscover", "REMDiscoverConfig"]
+@dataclass(frozen=True)
+class REMReinitDiscoverConfig(REMDiscoverConfig, REMReinitConfig):
+    """rem-discover's budget and rem-reinit's reset (θ_ref frozen after the reset, as in rem-reinit)."""
+
+
+@register
+class REMReinitDiscover(REMDiscover, REMReinit):
+    """**[beyond]** ``rem-discover`` and ``rem-reinit`` together: what the starting model memorised and a
+    discovery score finds joins D_f's shared mask and removal term; then θ_o1's last ``reinit_k`` layers are
+    re-initialised, so what it memorised and nobody found is forgotten too.
+
+    Round 0's ranking runs on the expanded *starting* model, before the reset (a reset model has forgotten
+    the memorised samples the score looks for): the samples added are ``rem-discover``'s. Later rounds
+    (``discover_rounds`` > 1) rank the model being trained. With ``discover_k=0`` it is ``rem-reinit``.
+    """
+
+    name = "rem-reinit-discover"
+    order = 3
+    config_cls = REMReinitDiscoverConfig
+    init_name = "rem-reinit"  # rem-reinit's fresh initialisation: with discover_k=0 the run is rem-reinit's
+    summary = "[beyond] rem-discover + rem-reinit: grow D_f by discovery, then re-initialise theta_o1's last k layers"
+
+    def _grow_before_reset(self) -> bool:
+        return True
+
+
+__all__ = ["REMDiscover", "REMDiscoverConfig", "REMReinitDiscover", "REMReinitDiscoverConfig"]

@@ -113,6 +113,7 @@ def recalibrate_bn(model, task, device, batch_size: int, n_batches: int, seed: i
 class _REMReset(REM):
     config_cls = REMResetConfig
     uses = "D_f, D_tr"
+    init_name: str | None = None  # whose fresh initialisation the reset draws (None: the method's own name)
 
     def _layers(self, model) -> list[str]:
         raise NotImplementedError
@@ -126,7 +127,7 @@ class _REMReset(REM):
     def _reset(self, model, task, ctx) -> dict:
         cfg: REMResetConfig = self.config
         names = self._layers(model)
-        changed = blend_theta_o1(model, names, self._keep(), derived_seed(cfg.seed, f"{self.name}-init"))
+        changed = blend_theta_o1(model, names, self._keep(), derived_seed(cfg.seed, f"{self.init_name or self.name}-init"))
         recalibrate_bn(model, task, ctx.device, cfg.batch_size, cfg.calib_batches, cfg.seed + 11)
         return {"reset_layers": names, "reset_entries": changed, "shrink": self._keep()}
 
