@@ -127,7 +127,9 @@ class _REMReset(REM):
     def _reset(self, model, task, ctx) -> dict:
         cfg: REMResetConfig = self.config
         names = self._layers(model)
-        changed = blend_theta_o1(model, names, self._keep(), derived_seed(cfg.seed, f"{self.init_name or self.name}-init"))
+        changed = blend_theta_o1(
+            model, names, self._keep(), derived_seed(cfg.seed, f"{self.init_name or self.name}-init")
+        )
         recalibrate_bn(model, task, ctx.device, cfg.batch_size, cfg.calib_batches, cfg.seed + 11)
         return {"reset_layers": names, "reset_entries": changed, "shrink": self._keep()}
 
