@@ -875,3 +875,15 @@ def test_a_store_locked_too_long_names_the_lock(tmp_path, monkeypatch):
     holder.close()
     with ResultStore(path) as s:
         assert s.meta()["kept"] == "1"
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].joinpath("benchmarks", "grids").glob("*.toml")))
+def test_committed_grid_files_load_and_name_registered_methods(path):
+    """The grid files the results pages point at resolve to cells of registered methods."""
+    from rem.bench.grid import Grid
+    from rem.methods.base import method_names
+
+    grid = Grid.from_file(path)
+    cells = grid.cells()
+    assert cells and {c.method for c in cells} <= set(method_names())
+    assert all(c.relearn for c in cells)  # the grids carry the relearning check
