@@ -887,3 +887,30 @@ def test_committed_grid_files_load_and_name_registered_methods(path):
     cells = grid.cells()
     assert cells and {c.method for c in cells} <= set(method_names())
     assert all(c.relearn for c in cells)  # the grids carry the relearning check
+
+
+def test_per_task_means_carry_the_seed_sem_and_the_best_is_judged_against_it():
+    """Per task: mean ± SEM of per-seed means; the best row beats the runner-up beyond the SEM or not."""
+    from rem.report.model import best_per_task_lines
+    from rem.report.tables import best_per_task, by_task_table
+
+    def row(method, rate, seed, uxh, task="poison"):
+        return {"method": method, "pretrain_type": "p", "task": task, "rate": rate, "seed": seed, "uxh": uxh}
+
+    rows = [row("a", r, s, 0.50 + 0.01 * s) for r in (0.1, 1.0) for s in (0, 1, 2)]
+    rows += [row("b", r, s, 0.40 + 0.01 * s) for r in (0.1, 1.0) for s in (0, 1, 2)]
+    rows += [row("c", 0.1, 0, 0.90)]  # one rate only: not compared with rows measured at two
+    rows += [row("a", 0.5, 0, 0.3, task="random"), row("b", 0.5, 0, 0.2, task="random")]
+    by_task = {r["method"]: r for r in by_task_table(rows)}
+    assert by_task["a"]["poison"] == pytest.approx(0.51) and by_task["a"]["poison_sem"] == pytest.approx(0.01 / 3**0.5)
+    assert math.isnan(by_task["a"]["random_sem"]) and by_task["a"]["poison_seeds"] == 3
+    (poison, random) = best_per_task(list(by_task.values()))
+    assert (poison["best"], poison["next"], poison["beyond_sem"]) == ("a", "b", True)
+    assert poison["margin"] == pytest.approx(0.10) and poison["rates"] == (0.1, 1.0)
+    assert (random["best"], random["beyond_sem"]) == ("a", None)  # one seed: no SEM to compare with
+    close = [dict(r, uxh=r["uxh"] + (0.095 if r["method"] == "b" else 0)) for r in rows]
+    close = [dict(r, uxh=r["uxh"] + 0.05 * (r["seed"] == 2)) for r in close]  # noisier seeds
+    (poison, _) = best_per_task(by_task_table(close))
+    assert poison["beyond_sem"] is False
+    lines = best_per_task_lines(by_task_table(rows))
+    assert lines[0].startswith("poison (high): a 51.00 ± 0.58 against b 41.00 ± 0.58, +10.00 (more than")

@@ -11,7 +11,17 @@ from pathlib import Path
 
 from rem.data.tasks import REGULARITY
 from rem.report.heatmaps import LABELS
-from rem.report.model import SEEDS_NOTE, Table, by_rate_views, by_task_view, cells_view, collapse_view, summary_view
+from rem.report.model import (
+    BY_TASK_NOTE,
+    SEEDS_NOTE,
+    Table,
+    best_per_task_lines,
+    by_rate_views,
+    by_task_view,
+    cells_view,
+    collapse_view,
+    summary_view,
+)
 from rem.report.tables import CELL_COLUMNS, COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
 from rem.units import percent
 
@@ -99,8 +109,9 @@ def report_html(
         "<h2>Summary (Table 1)</h2><p>Mean ± SEM over cells (tasks × discovery rates × seeds), sorted by "
         f"uxh = healed × utility / 100. {html.escape(SEEDS_NOTE)}</p>",
         html_table(summary_view(table)),
-        "<h3>Mean uxh per task</h3>",
+        f"<h3>Mean uxh per task</h3><p>{html.escape(BY_TASK_NOTE).capitalize()}.</p>",
         html_table(by_task_view(by_task)),
+        "<ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in best_per_task_lines(by_task)) + "</ul>",
         "<h3>Where methods collapse</h3><p>A cell collapses when its uxh is less than "
         f"{percent(COLLAPSE_UXH_GAIN):g} points above the starting model's (no healing) or its utility more than "
         f"{percent(COLLAPSE_UTILITY_DROP):g} points below it (utility).</p>",

@@ -5,7 +5,16 @@ from __future__ import annotations
 import math
 
 from rem.data.tasks import REGULARITY
-from rem.report.model import SEEDS_NOTE, Table, by_rate_views, by_task_view, collapse_view, summary_view
+from rem.report.model import (
+    BY_TASK_NOTE,
+    SEEDS_NOTE,
+    Table,
+    best_per_task_lines,
+    by_rate_views,
+    by_task_view,
+    collapse_view,
+    summary_view,
+)
 from rem.report.tables import COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
 from rem.units import percent
 
@@ -45,12 +54,20 @@ def report_markdown(
         + (f"**{warning}**\n\n" if warning else "")
         + markdown_table(summary_view(table))
         + "\n"
-        + f"Mean {metric} per task (over discovery rates and seeds):\n\n"
+        + f"Mean {metric} per task ({BY_TASK_NOTE}):\n\n"
         + markdown_table(by_task_view(by_task))
         + "\n"
+        + _best_lines(by_task, metric)
         + "\n".join(rate_parts)
         + "\n"
         + f"Collapsed cells: uxh less than {percent(COLLAPSE_UXH_GAIN):g} points above the starting model's "
         f"(no healing) or utility more than {percent(COLLAPSE_UTILITY_DROP):g} points below it (utility):\n\n"
         + markdown_table(collapse_view(collapsed))
     )
+
+
+def _best_lines(by_task: list[dict], metric: str) -> str:
+    lines = best_per_task_lines(by_task)
+    if not lines:
+        return ""
+    return f"Best mean {metric} per task, against the runner-up:\n\n" + "".join(f"- {ln}\n" for ln in lines) + "\n"

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from rem.data.tasks import KINDS, REGULARITY
-from rem.report.tables import collapse_where, fmt_pm
+from rem.report.tables import best_per_task, collapse_where, fmt_pm
 from rem.units import SHARE_METRICS, percent
 
 
@@ -58,9 +58,35 @@ def by_task_view(by_task: list[dict]) -> Table:
     """Mean of a metric per task (:func:`rem.report.tables.by_task_table`)."""
     return Table(
         ["method", "pretrain"] + [f"{k} ({REGULARITY[k]})" for k in KINDS],
-        [[r["method"], r["pretrain_type"]] + [percent(r[k]) for k in KINDS] for r in by_task],
+        [
+            [r["method"], r["pretrain_type"]] + [_value(r[k], r.get(f"{k}_sem", math.nan)) for k in KINDS]
+            for r in by_task
+        ],
         "ll" + "r" * len(KINDS),
     )
+
+
+BY_TASK_NOTE = (
+    "over discovery rates and seeds; with several seeds, mean ± SEM of the per-seed means over the rates every seed has"
+)
+
+
+def best_per_task_lines(by_task: list[dict]) -> list[str]:
+    """Per task, one sentence: the best mean, the runner-up, the margin, and whether it exceeds the noise."""
+    out = []
+    for b in best_per_task(by_task):
+        fig = {w: fmt_pm(percent(b[f"{w}_mean"]), percent(b[f"{w}_sem"])) for w in ("best", "next")}
+        if b["beyond_sem"] is None:
+            verdict = "a single seed: no SEM to compare with"
+        elif b["beyond_sem"]:
+            verdict = "more than the larger SEM"
+        else:
+            verdict = "within the larger SEM: not a clear win"
+        out.append(
+            f"{b['task']} ({REGULARITY[b['task']]}): {b['best']} {fig['best']} against {b['next']} {fig['next']}, "
+            f"+{percent(b['margin']):.2f} ({verdict}; rates {', '.join(f'{r:g}' for r in b['rates'])})"
+        )
+    return out
 
 
 def _value(mean: float, sem: float):

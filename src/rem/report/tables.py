@@ -147,18 +147,63 @@ def summary_table(rows: list[dict]) -> list[dict]:
 
 
 def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
-    """Mean of ``metric`` per (method, pretraining type) and task (over rates and seeds)."""
-    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    """Mean of ``metric`` per (method, pretraining type) and task (over rates and seeds).
+
+    With one seed, ``<task>`` is the mean over the task's cells and ``<task>_sem`` NaN. With several, both
+    come from the per-seed means over the rates every seed has (:func:`seed_spread` on the task's rows):
+    ``<task>_sem`` is the seed-to-seed SEM, the noise a difference between two methods must exceed."""
+    groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in rows:
-        groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(r.get(metric))
+        groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(r)
     out = []
     for (method, ptype), per in groups.items():
         row = {"method": method, "pretrain_type": ptype}
         for k in KINDS:
-            row[k] = mean_sem(per.get(k, []))[0]
+            rs = per.get(k, [])
+            seeds, mean, sem = seed_spread(rs, metric)
+            if seeds < 2:
+                mean, sem = mean_sem(r.get(metric) for r in rs)[0], math.nan
+            row[k], row[f"{k}_sem"], row[f"{k}_seeds"] = mean, sem, seeds
+            row[f"{k}_rates"] = tuple(sorted({round(float(r["rate"]), 6) for r in rs}))
         out.append(row)
     rank = {m: i for i, m in enumerate(order_methods(r["method"] for r in out))}
     out.sort(key=lambda r: (rank[r["method"]], r["pretrain_type"]))
+    return out
+
+
+def best_per_task(by_task: list[dict]) -> list[dict]:
+    """Per task, the row with the best mean and the runner-up: ``task, best, best_mean, best_sem, next,
+    next_mean, next_sem, margin, beyond_sem`` (``beyond_sem``: the margin exceeds the larger of the two
+    SEMs; None when either has a single seed), ``rates``. Only rows measured at the same discovery rates
+    compare: those with the most rates of the task. Tasks with fewer than two such rows are left out."""
+    out = []
+    for k in KINDS:
+        have = [r for r in by_task if not math.isnan(r[k])]
+        most = max((len(r[f"{k}_rates"]) for r in have), default=0)
+        rates = {r[f"{k}_rates"] for r in have if len(r[f"{k}_rates"]) == most}
+        if len(rates) != 1:  # as many rates, but not the same ones: nothing compares
+            continue
+        (rates,) = rates
+        have = [r for r in have if r[f"{k}_rates"] == rates]
+        if len(have) < 2:
+            continue
+        a, b = sorted(have, key=lambda r: -r[k])[:2]
+        sems = (a[f"{k}_sem"], b[f"{k}_sem"])
+        margin = a[k] - b[k]
+        out.append(
+            {
+                "task": k,
+                "best": a["method"],
+                "best_mean": a[k],
+                "best_sem": sems[0],
+                "next": b["method"],
+                "next_mean": b[k],
+                "next_sem": sems[1],
+                "margin": margin,
+                "beyond_sem": None if any(math.isnan(x) for x in sems) else margin > max(sems),
+                "rates": rates,
+            }
+        )
     return out
 
 
