@@ -149,9 +149,9 @@ def summary_table(rows: list[dict]) -> list[dict]:
 def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
     """Mean of ``metric`` per (method, pretraining type) and task (over rates and seeds).
 
-    With one seed, ``<task>`` is the mean over the task's cells and ``<task>_sem`` NaN. With several, both
-    come from the per-seed means over the rates every seed has (:func:`seed_spread` on the task's rows):
-    ``<task>_sem`` is the seed-to-seed SEM, the noise a difference between two methods must exceed."""
+    Both come from the per-seed means over the rates every seed has (:func:`seed_spread` on the task's
+    rows): ``<task>_sem`` is the seed-to-seed SEM, the noise a difference between two methods must exceed
+    (NaN for one seed, whose ``<task>`` is then the mean over the task's cells)."""
     groups: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(r)
@@ -160,10 +160,7 @@ def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
         row = {"method": method, "pretrain_type": ptype}
         for k in KINDS:
             rs = per.get(k, [])
-            seeds, mean, sem = seed_spread(rs, metric)
-            if seeds < 2:
-                mean, sem = mean_sem(r.get(metric) for r in rs)[0], math.nan
-            row[k], row[f"{k}_sem"], row[f"{k}_seeds"] = mean, sem, seeds
+            row[f"{k}_seeds"], row[k], row[f"{k}_sem"] = seed_spread(rs, metric)
             row[f"{k}_rates"] = tuple(sorted({round(float(r["rate"]), 6) for r in rs}))
         out.append(row)
     rank = {m: i for i, m in enumerate(order_methods(r["method"] for r in out))}
