@@ -4,6 +4,9 @@ For every task × discovery rate, each score (:mod:`rem.discovery`) ranks D_r = 
 starting model of the profile; the positives are the undiscovered corrupted samples D_c \\ D_f. Printed
 (and written to ``--out`` as Markdown, with the command): AUROC, precision at k = |D_c \\ D_f| (equal to
 the recall at that k) and the score's wall time, one table, then the mean of each score over all cells.
+With ``--thresholds``, a second table: per cell and score, how many samples of D_r score at least each
+threshold (in the score's own units; the ``rem`` score's are IQRs over D_r's median), and the precision and
+recall of that flagged set: what ``rem-discover``'s ``discover_threshold`` would add.
 
 The starting models are read from ``<run-dir>/models`` as ``rem bench`` cached them
 (:func:`rem.bench.cell.load_start`), **never pretrained here**: a missing one is an error naming the
@@ -11,7 +14,8 @@ The starting models are read from ``<run-dir>/models`` as ``rem bench`` cached t
 
     OMP_NUM_THREADS=1 REM_DATA_DIR=../shared/datasets python benchmarks/discovery.py --run-dir runs/cpu \\
         [--profile cpu] [--tasks poison,interclass,random] [--rates 0.1,0.3,0.5] \\
-        [--scores rem,rem:feature_weight=0,features,loss,cleanlab,spectral] [--out docs/results/cpu/discovery.md]
+        [--scores rem,rem:feature_weight=0,features,loss,cleanlab,spectral] [--thresholds 3,5,10] \\
+        [--out docs/results/cpu/discovery.md]
 
 A score is ``NAME`` or ``NAME:KEY=VALUE[;KEY=VALUE]`` (its settings, as ``rem discover --set``).
 """
@@ -66,6 +70,7 @@ def run(args) -> list[dict]:
                 ranking = get_score(name, **settings).rank(model, task, forget_idx, Context(device=dev))
                 q = ranking.evaluate(hidden)
                 row = {"task": kind, "rate": rate, "score": label, **q, "wall_s": ranking.wall_s, "info": ranking.info}
+                row["at_threshold"] = [flagged_at(ranking, hidden, t) for t in args.threshold_values]
                 rows.append(row)
                 print(
                     f"{kind:10s} {rate:.1f} {label:24s} AUROC {q['auroc']:.3f}  P@k {q['precision_at_k']:.3f} "
@@ -74,6 +79,35 @@ def run(args) -> list[dict]:
                     flush=True,
                 )
     return rows
+
+
+def flagged_at(ranking, positives: torch.Tensor, threshold: float) -> dict:
+    """The samples of D_r scoring at least ``threshold``: how many, and their precision and recall on ``positives``."""
+    flagged = ranking.idx[ranking.score >= threshold]
+    hits = int(torch.isin(flagged, positives).sum())
+    n = len(flagged)
+    return {
+        "threshold": threshold,
+        "flagged": n,
+        "precision": hits / n if n else float("nan"),
+        "recall": hits / len(positives) if len(positives) else float("nan"),
+    }
+
+
+def threshold_table(rows: list[dict]) -> str:
+    """Per cell and score: flagged / precision / recall at each threshold ("–" for a precision of nothing)."""
+    ts = [a["threshold"] for a in rows[0]["at_threshold"]]
+    lines = [
+        "| task | rate | score | undiscovered | " + " | ".join(f"≥ {t:g}" for t in ts) + " |",
+        "|---|---|---|---:|" + "---:|" * len(ts),
+    ]
+    for r in rows:
+        cells = []
+        for a in r["at_threshold"]:
+            prec = "–" if a["flagged"] == 0 else f"{a['precision']:.2f}"
+            cells.append(f"{a['flagged']} / {prec} / {a['recall']:.2f}")
+        lines.append(f"| {r['task']} | {r['rate']:g} | `{r['score']}` | {r['k']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -116,10 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="poison,interclass,random", help="comma-separated tasks")
     ap.add_argument("--rates", default="0.1,0.3,0.5", help="comma-separated discovery rates")
     ap.add_argument("--scores", default=DEFAULT_SCORES, help=f"comma-separated scores (default {DEFAULT_SCORES})")
+    ap.add_argument(
+        "--thresholds",
+        default="",
+        help="comma-separated score thresholds: also count, per cell, the samples scoring at least each (and how "
+        "many of them are corrupted)",
+    )
     ap.add_argument("--data-dir", default=None, help="data folder (default $REM_DATA_DIR)")
     ap.add_argument("--device", default="auto", help="compute device (default auto)")
     ap.add_argument("--out", default=None, help="also write the table as Markdown here (and the rows as .json)")
     args = ap.parse_args(argv)
+    try:
+        args.threshold_values = [float(t) for t in args.thresholds.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--thresholds takes comma-separated numbers, got {args.thresholds!r}")
     t0 = time.time()
     try:
         rows = run(args)
@@ -127,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"discovery.py: error: {e}", file=sys.stderr)
         return 2
     text = table(rows)
+    if args.threshold_values:
+        text += (
+            "\n\nAt a threshold (the score's own units): samples of D_r scoring at least it / their precision on "
+            "D_c \\ D_f / its recall.\n\n" + threshold_table(rows)
+        )
     cmd = "python benchmarks/discovery.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     note = (
         f"{torch.get_num_threads()} thread(s), device {pick_device(args.device)}, "
