@@ -226,6 +226,48 @@ def test_rem_reinit_discover_with_zero_budget_is_rem_reinit_bit_for_bit(tiny):
     assert a.history == b.history
 
 
+def _same_run(a, b) -> bool:
+    """Same weights, and the same history but for wall times."""
+
+    def timeless(v):
+        if isinstance(v, dict):
+            return {k: timeless(x) for k, x in v.items() if "wall" not in k}
+        return [timeless(x) for x in v] if isinstance(v, list) else v
+
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    same_weights = sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    return same_weights and timeless(a.history) == timeless(b.history)
+
+
+def test_rem_reinit_outlier_takes_every_sample_past_its_threshold_uncapped(tiny):
+    """The outlier test decides alone: every sample of D_r scoring >= the threshold joins, beyond |D_f|; with a
+    cap it is rem-reinit-discover at that cap and threshold (bit for bit); above every score it is rem-reinit."""
+    task, model = tiny
+    fi = task.forget_idx(0.5)
+    n_retain = task.n_train - len(fi)
+    kw = {"calib_batches": 1, **TINY}
+    low = get_method("rem-reinit-outlier", discover_threshold=-1e9, **kw).unlearn(model, task, fi, Context())
+    added = low.history[1]["discover_added"]
+    assert len(added) == n_retain > len(fi)  # no budget: all of D_r passes a threshold below every score
+    capped = get_method("rem-reinit-discover", discover_threshold=-1e9, **kw).unlearn(model, task, fi, Context())
+    assert len(capped.history[1]["discover_added"]) == len(fi)  # rem-reinit-discover's default budget is |D_f|
+    # at a real threshold: exactly the samples scoring at least it, the same run as a big enough cap
+    scores = low.history[1]["discover_scores"]
+    t = sorted(scores)[len(scores) // 2]
+    mid = get_method("rem-reinit-outlier", discover_threshold=t, **kw).unlearn(model, task, fi, Context())
+    want = sorted(i for i, s in zip(added, scores) if s >= t)
+    assert sorted(mid.history[1]["discover_added"]) == want and len(fi) < len(want) < n_retain
+    same = get_method("rem-reinit-discover", discover_k=10**6, discover_threshold=t, **kw)
+    assert _same_run(mid, same.unlearn(model, task, fi, Context()))
+    high = get_method("rem-reinit-outlier", discover_threshold=1e9, **kw).unlearn(model, task, fi, Context())
+    plain = get_method("rem-reinit", **kw).unlearn(model, task, fi, Context())
+    assert high.history[1]["discover_added"] == []
+    sa, sb = high.model.state_dict(), plain.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # nothing joined: rem-reinit's weights
+    with pytest.raises(ConfigError, match="discover_threshold"):
+        get_method("rem-reinit-outlier", discover_threshold=None)
+
+
 def test_rem_discover_routes_added_samples_through_the_shared_mask(tiny, monkeypatch):
     import rem.methods.rem as rem_mod
     from rem.models import SHARED_KEY

@@ -314,7 +314,7 @@ def test_rem_reinit_on_a_plain_module_names_its_layer_count():
     x, y = data.x_train.numpy(), data.y_train.numpy()
     with pytest.raises(ConfigError, match="k must be in \\[1, 2\\]"):  # the MLP has two layers, reinit_k is 4
         rem.unlearn(MLP(), (x, y), [0, 5, 9], "rem-reinit", device="cpu", steps=3, batch_size=32)
-    for method in ("rem-reinit", "rem-reinit-discover"):
+    for method in ("rem-reinit", "rem-reinit-discover", "rem-reinit-outlier"):
         healed, _ = rem.unlearn(MLP(), (x, y), [0, 5, 9], method, device="cpu", steps=3, batch_size=32, reinit_k=1)
         MLP().load_state_dict(healed.state_dict(), strict=True)
 

@@ -72,15 +72,25 @@ class REMDiscover(REM):
 
     @classmethod
     def _tags(cls, config: dict) -> list[str]:
-        """REM's tags, and a non-default budget, threshold, score or number of rounds: ``rem-discover (k=40)``."""
+        """REM's tags, and a budget, threshold, score or number of rounds other than the method's default:
+        ``rem-discover (k=40)``."""
         tags = super()._tags(config)
-        if config.get("discover_k") is not None:
+        default = {f.name: f.default for f in fields(cls.config_cls)}
+
+        def changed(key):
+            return config.get(key, default[key]) != default[key]
+
+        if changed("discover_k"):
             tags.append(f"k={config['discover_k']}")
-        if config.get("discover_threshold") is not None:
-            tags.append(f"threshold={config['discover_threshold']:g}")
-        if config.get("discover_score", "rem") != "rem":
+        if changed("discover_threshold"):
+            tags.append(
+                "no threshold"
+                if config["discover_threshold"] is None
+                else f"threshold={config['discover_threshold']:g}"
+            )
+        if changed("discover_score"):
             tags.append(config["discover_score"])
-        if config.get("discover_rounds", 1) != 1:
+        if changed("discover_rounds"):
             tags.append(f"{config['discover_rounds']} rounds")
         return tags
 
@@ -92,9 +102,14 @@ class REMDiscover(REM):
         own = {f.name for f in fields(SCORES[cfg.discover_score].config_cls)}
         return get_score(cfg.discover_score, **{k: getattr(cfg, k) for k in own if hasattr(cfg, k)})
 
+    def _budget(self, forget_idx, shared) -> int:
+        """How many samples of D_r may join in all: ``discover_k``, or |D_f| when it is None."""
+        k = self.config.discover_k
+        return len(forget_idx) if k is None else k
+
     def _grow(self, rnd, model, task, forget_idx, shared, removal, ctx) -> dict:
         cfg: REMDiscoverConfig = self.config
-        budget = len(forget_idx) if cfg.discover_k is None else cfg.discover_k
+        budget = self._budget(forget_idx, shared)
         n_added = int(shared.sum()) - len(forget_idx)
         if budget == 0 or rnd >= cfg.discover_rounds or n_added >= budget:
             return {}
@@ -149,4 +164,57 @@ class REMReinitDiscover(REMDiscover, REMReinit):
         return True
 
 
-__all__ = ["REMDiscover", "REMDiscoverConfig", "REMReinitDiscover", "REMReinitDiscoverConfig"]
+@dataclass(frozen=True)
+class REMReinitOutlierConfig(REMReinitDiscoverConfig):
+    """rem-reinit-discover's settings; the samples that join are the outliers of the score, not a budget."""
+
+    discover_k: int | None = setting(
+        None, "cap on the samples of D_r that join D_f's shared mask (None: no cap, the threshold alone decides)"
+    )
+    discover_threshold: float | None = setting(
+        3.0, "the outlier test: samples scoring at least this join (rem score: robust z units over D_r)"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.discover_threshold is None:
+            raise ConfigError(
+                "rem-reinit-outlier: discover_threshold is its outlier test and cannot be None "
+                "(without it every sample of D_r would join; rem-reinit-discover takes a budget instead)"
+            )
+
+
+@register
+class REMReinitOutlier(REMReinitDiscover):
+    """**[beyond]** ``rem-reinit-discover`` whose discovery is an outlier test instead of a budget: every sample
+    of D_r whose score (on the expanded starting model) reaches ``discover_threshold`` joins D_f's shared
+    mask and removal term, however many that is; then θ_o1's last ``reinit_k`` layers are re-initialised.
+
+    Regular corruption (a backdoor) stands out of the score and is routed through the shared mask in bulk,
+    far more of it than |D_f| at a low discovery rate; irregular corruption (a class swap, random labels)
+    does not, few samples pass, and the run is close to ``rem-reinit``, whose reset forgets what nobody
+    found. With a threshold above every score it is ``rem-reinit``; with ``discover_k`` set it is
+    ``rem-reinit-discover`` at that budget and threshold (same draws, bit for bit).
+    """
+
+    name = "rem-reinit-outlier"
+    order = 3
+    config_cls = REMReinitOutlierConfig
+    summary = (
+        "[beyond] rem-reinit-discover by an outlier test: every sample of D_r scoring >= the threshold joins D_f's "
+        "shared mask, then theta_o1's last k layers are re-initialised"
+    )
+
+    def _budget(self, forget_idx, shared) -> int:
+        k = self.config.discover_k
+        return len(shared) if k is None else k
+
+
+__all__ = [
+    "REMDiscover",
+    "REMDiscoverConfig",
+    "REMReinitDiscover",
+    "REMReinitDiscoverConfig",
+    "REMReinitOutlier",
+    "REMReinitOutlierConfig",
+]
