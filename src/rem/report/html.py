@@ -13,6 +13,7 @@ from rem.data.tasks import REGULARITY
 from rem.report.heatmaps import LABELS
 from rem.report.model import (
     BY_TASK_NOTE,
+    REM_FAMILY_NOTE,
     SEEDS_NOTE,
     Table,
     best_per_task_lines,
@@ -20,6 +21,7 @@ from rem.report.model import (
     by_task_view,
     cells_view,
     collapse_view,
+    rem_against_rest_lines,
     summary_view,
 )
 from rem.report.tables import CELL_COLUMNS, COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
@@ -112,6 +114,14 @@ def report_html(
         f"<h3>Mean uxh per task</h3><p>{html.escape(BY_TASK_NOTE).capitalize()}.</p>",
         html_table(by_task_view(by_task)),
         "<ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in best_per_task_lines(by_task)) + "</ul>",
+        *(
+            [
+                f"<p>The best REM method per task, against the best other method ({html.escape(REM_FAMILY_NOTE)}):</p>"
+                "<ul>" + "".join(f"<li>{html.escape(ln)}</li>" for ln in rem_lines) + "</ul>"
+            ]
+            if (rem_lines := rem_against_rest_lines(by_task))
+            else []
+        ),
         "<h3>Where methods collapse</h3><p>A cell collapses when its uxh is less than "
         f"{percent(COLLAPSE_UXH_GAIN):g} points above the starting model's (no healing) or its utility more than "
         f"{percent(COLLAPSE_UTILITY_DROP):g} points below it (utility).</p>",

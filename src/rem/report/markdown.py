@@ -7,12 +7,14 @@ import math
 from rem.data.tasks import REGULARITY
 from rem.report.model import (
     BY_TASK_NOTE,
+    REM_FAMILY_NOTE,
     SEEDS_NOTE,
     Table,
     best_per_task_lines,
     by_rate_views,
     by_task_view,
     collapse_view,
+    rem_against_rest_lines,
     summary_view,
 )
 from rem.report.tables import COLLAPSE_UTILITY_DROP, COLLAPSE_UXH_GAIN
@@ -67,7 +69,14 @@ def report_markdown(
 
 
 def _best_lines(by_task: list[dict], metric: str) -> str:
-    lines = best_per_task_lines(by_task)
-    if not lines:
-        return ""
-    return f"Best mean {metric} per task, against the runner-up:\n\n" + "".join(f"- {ln}\n" for ln in lines) + "\n"
+    out = ""
+    for title, lines in (
+        (f"Best mean {metric} per task, against the runner-up:", best_per_task_lines(by_task)),
+        (
+            f"The best REM method per task, against the best other method ({REM_FAMILY_NOTE}):",
+            rem_against_rest_lines(by_task),
+        ),
+    ):
+        if lines:
+            out += f"{title}\n\n" + "".join(f"- {ln}\n" for ln in lines) + "\n"
+    return out

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 
 from rem.data.tasks import KINDS, REGULARITY
-from rem.report.tables import best_per_task, collapse_where, fmt_pm
+from rem.report.tables import best_per_task, collapse_where, fmt_pm, rem_against_rest
 from rem.units import SHARE_METRICS, percent
 
 
@@ -66,6 +66,8 @@ def by_task_view(by_task: list[dict]) -> Table:
     )
 
 
+REM_FAMILY_NOTE = "a REM method: the paper's `rem` or a variant, a method whose name starts with rem"
+
 BY_TASK_NOTE = (
     "over discovery rates and seeds; with several seeds, mean ± SEM of the per-seed means over the rates every seed has"
 )
@@ -73,20 +75,28 @@ BY_TASK_NOTE = (
 
 def best_per_task_lines(by_task: list[dict]) -> list[str]:
     """Per task, one sentence: the best mean, the runner-up, the margin, and whether it exceeds the noise."""
-    out = []
-    for b in best_per_task(by_task):
-        fig = {w: fmt_pm(percent(b[f"{w}_mean"]), percent(b[f"{w}_sem"])) for w in ("best", "next")}
-        if b["beyond_sem"] is None:
-            verdict = "a single seed: no SEM to compare with"
-        elif b["beyond_sem"]:
-            verdict = "more than the larger SEM"
-        else:
-            verdict = "within the larger SEM: not a clear win"
-        out.append(
-            f"{b['task']} ({REGULARITY[b['task']]}): {b['best']} {fig['best']} against {b['next']} {fig['next']}, "
-            f"+{percent(b['margin']):.2f} ({verdict}; rates {', '.join(f'{r:g}' for r in b['rates'])})"
-        )
-    return out
+    return [_against_line(b) for b in best_per_task(by_task)]
+
+
+def rem_against_rest_lines(by_task: list[dict]) -> list[str]:
+    """Per task, one sentence: the best REM method against the best other method, ahead or behind, and
+    whether the gap exceeds the noise."""
+    return [_against_line(b) for b in rem_against_rest(by_task)]
+
+
+def _against_line(b: dict) -> str:
+    fig = {w: fmt_pm(percent(b[f"{w}_mean"]), percent(b[f"{w}_sem"])) for w in ("best", "next")}
+    ahead = b["margin"] >= 0
+    if b["beyond_sem"] is None:
+        verdict = "a single seed: no SEM to compare with"
+    elif b["beyond_sem"]:
+        verdict = "more than the larger SEM"
+    else:
+        verdict = "within the larger SEM: not a clear " + ("win" if ahead else "loss")
+    return (
+        f"{b['task']} ({REGULARITY[b['task']]}): {b['best']} {fig['best']} against {b['next']} {fig['next']}, "
+        f"{percent(b['margin']):+.2f} ({verdict}; rates {', '.join(f'{r:g}' for r in b['rates'])})"
+    )
 
 
 def _value(mean: float, sem: float):

@@ -161,11 +161,19 @@ def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
         for k in KINDS:
             rs = per.get(k, [])
             row[f"{k}_seeds"], row[k], row[f"{k}_sem"] = seed_spread(rs, metric)
-            row[f"{k}_rates"] = tuple(sorted({round(float(r["rate"]), 6) for r in rs}))
+            row[f"{k}_rates"] = _common_rates(rs)
         out.append(row)
     rank = {m: i for i, m in enumerate(order_methods(r["method"] for r in out))}
     out.sort(key=lambda r: (rank[r["method"]], r["pretrain_type"]))
     return out
+
+
+def _common_rates(rows: list[dict]) -> tuple[float, ...]:
+    """The discovery rates that every seed of ``rows`` has: those the mean of :func:`seed_spread` is over."""
+    per_seed: dict[int, set[float]] = {}
+    for r in rows:
+        per_seed.setdefault(r.get("seed"), set()).add(round(float(r["rate"]), 6))
+    return tuple(sorted(set.intersection(*per_seed.values()))) if per_seed else ()
 
 
 def best_per_task(by_task: list[dict]) -> list[dict]:
@@ -174,34 +182,53 @@ def best_per_task(by_task: list[dict]) -> list[dict]:
     SEMs; None when either has a single seed), ``rates``. Only rows measured at the same discovery rates
     compare: those with the most rates of the task. Tasks with fewer than two such rows are left out."""
     out = []
+    for k, rates, have in _comparable(by_task):
+        if len(have) >= 2:
+            out.append(_against(k, rates, *sorted(have, key=lambda r: -r[k])[:2]))
+    return out
+
+
+def rem_against_rest(by_task: list[dict]) -> list[dict]:
+    """Per task, the best REM method (a method whose name starts with ``rem``: the paper's and its variants)
+    against the best of the other methods, among the rows measured at the same rates as in
+    :func:`best_per_task`; the same keys, ``margin`` negative where the other method is ahead. Tasks
+    without a row on both sides are left out."""
+    out = []
+    for k, rates, have in _comparable(by_task):
+        ours = [r for r in have if r["method"].startswith("rem")]
+        rest = [r for r in have if not r["method"].startswith("rem")]
+        if ours and rest:
+            out.append(_against(k, rates, max(ours, key=lambda r: r[k]), max(rest, key=lambda r: r[k])))
+    return out
+
+
+def _comparable(by_task: list[dict]):
+    """Per task: ``(task, rates, rows)``, the rows measured at the most discovery rates of the task, when they
+    are the same rates (as many rates, but not the same ones: nothing compares, and the task is left out)."""
     for k in KINDS:
         have = [r for r in by_task if not math.isnan(r[k])]
         most = max((len(r[f"{k}_rates"]) for r in have), default=0)
         rates = {r[f"{k}_rates"] for r in have if len(r[f"{k}_rates"]) == most}
-        if len(rates) != 1:  # as many rates, but not the same ones: nothing compares
-            continue
-        (rates,) = rates
-        have = [r for r in have if r[f"{k}_rates"] == rates]
-        if len(have) < 2:
-            continue
-        a, b = sorted(have, key=lambda r: -r[k])[:2]
-        sems = (a[f"{k}_sem"], b[f"{k}_sem"])
-        margin = a[k] - b[k]
-        out.append(
-            {
-                "task": k,
-                "best": a["method"],
-                "best_mean": a[k],
-                "best_sem": sems[0],
-                "next": b["method"],
-                "next_mean": b[k],
-                "next_sem": sems[1],
-                "margin": margin,
-                "beyond_sem": None if any(math.isnan(x) for x in sems) else margin > max(sems),
-                "rates": rates,
-            }
-        )
-    return out
+        if len(rates) == 1:
+            (rates,) = rates
+            yield k, rates, [r for r in have if r[f"{k}_rates"] == rates]
+
+
+def _against(k: str, rates: tuple, a: dict, b: dict) -> dict:
+    sems = (a[f"{k}_sem"], b[f"{k}_sem"])
+    margin = a[k] - b[k]
+    return {
+        "task": k,
+        "best": a["method"],
+        "best_mean": a[k],
+        "best_sem": sems[0],
+        "next": b["method"],
+        "next_mean": b[k],
+        "next_sem": sems[1],
+        "margin": margin,
+        "beyond_sem": None if any(math.isnan(x) for x in sems) else abs(margin) > max(sems),
+        "rates": rates,
+    }
 
 
 def fmt_pm(mean: float, sem: float) -> str:
