@@ -830,19 +830,23 @@ def test_rem_methods_are_judged_against_the_best_other_method_on_the_rates_of_th
         return {"method": method, "pretrain_type": "p", "task": task, "rate": rate, "seed": seed, "uxh": uxh}
 
     rows = [row("rem", r, s, 0.40 + 0.01 * s) for r in (0.1, 1.0) for s in (0, 1, 2)]
-    rows += [row("rem-x", r, s, 0.45 + 0.01 * s) for r in (0.1, 1.0) for s in (0, 1, 2)]
+    rows += [row("rem-reinit", r, s, 0.45 + 0.01 * s) for r in (0.1, 1.0) for s in (0, 1, 2)]
     rows += [row("npo", r, s, 0.50 + 0.01 * s) for r in (0.1, 1.0) for s in (0, 1, 2)]
-    rows += [row("rem-y", r, s, 0.90) for r in (0.1, 1.0) for s in (0, 1)] + [row("rem-y", 0.1, 2, 0.90)]
+    rows += [row("rem-sp", r, s, 0.90) for r in (0.1, 1.0) for s in (0, 1)] + [row("rem-sp", 0.1, 2, 0.90)]
     by_task = by_task_table(rows)
-    assert {r["method"]: r["poison_rates"] for r in by_task}["rem-y"] == (0.1,)  # seed 2 lacks rate 1.0
+    assert {r["method"]: r["poison_rates"] for r in by_task}["rem-sp"] == (0.1,)  # seed 2 lacks rate 1.0
     (poison,) = rem_against_rest(by_task)
-    assert (poison["best"], poison["next"], poison["beyond_sem"]) == ("rem-x", "npo", True)  # rem-y left out
+    assert (poison["best"], poison["next"], poison["beyond_sem"]) == ("rem-reinit", "npo", True)  # rem-sp left out
     assert poison["margin"] == pytest.approx(-0.05)
     (line,) = rem_against_rest_lines(by_task)
-    assert line.startswith("poison (high): rem-x 46.00 ± 0.58 against npo 51.00 ± 0.58, -5.00 (more than the larger")
-    near = [dict(r, uxh=r["uxh"] + 0.045 * (r["method"] == "rem-x") + 0.03 * (r["seed"] == 2)) for r in rows]
+    assert line.startswith(
+        "poison (high): rem-reinit 46.00 ± 0.58 against npo 51.00 ± 0.58, -5.00 (more than the larger"
+    )
+    near = [dict(r, uxh=r["uxh"] + 0.045 * (r["method"] == "rem-reinit") + 0.03 * (r["seed"] == 2)) for r in rows]
     assert "(within the larger SEM: not a clear loss;" in rem_against_rest_lines(by_task_table(near))[0]
     assert rem_against_rest(by_task_table([r for r in rows if r["method"] != "npo"])) == []  # no other method
+    oracle = [dict(r, method="rem-ideal", uxh=0.99) for r in rows if r["method"] == "npo"]
+    assert rem_against_rest(by_task_table(rows + oracle))[0]["next"] == "rem-ideal"  # the oracle is no REM method
 
 
 def _open_store_at_once(path: str, barrier, errors) -> None:

@@ -15,7 +15,7 @@ import math
 
 from rem.methods.base import method_family
 from rem.report.model import Table
-from rem.report.tables import CSV_DECIMALS, fmt_pm, in_percent, mean_sem, order_methods
+from rem.report.tables import CSV_DECIMALS, fmt_pm, in_percent, is_rem_method, mean_sem, order_methods
 from rem.units import percent
 
 TASK = "poison"
@@ -57,9 +57,7 @@ def _family(row: dict) -> str:
 
 
 def _is_rem(row: dict) -> bool:
-    """REM or a registered variant a user can run: an unlearning method whose name starts with ``rem`` (not
-    the oracle ``rem-ideal`` nor the ablation ``rem-no-remove``)."""
-    return row["family"] == "unlearning" and row["name"].startswith("rem")
+    return is_rem_method(row["name"])
 
 
 def defence_table(rows: list[dict]) -> list[dict]:

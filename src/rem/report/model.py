@@ -66,7 +66,7 @@ def by_task_view(by_task: list[dict]) -> Table:
     )
 
 
-REM_FAMILY_NOTE = "a REM method: the paper's `rem` or a variant, a method whose name starts with rem"
+REM_FAMILY_NOTE = "a REM method: the paper's `rem` or a variant a user can run, not the oracle nor an ablation"
 
 BY_TASK_NOTE = (
     "over discovery rates and seeds; with several seeds, mean ± SEM of the per-seed means over the rates every seed has"

@@ -13,7 +13,7 @@ import math
 from collections.abc import Iterable
 
 from rem.data.tasks import KINDS, REGULARITY
-from rem.methods.base import method_label
+from rem.methods.base import method_family, method_label
 from rem.units import percent
 
 METRICS = ("healed", "utility", "uxh")
@@ -110,15 +110,21 @@ def seed_spread(rows: list[dict], metric: str = "uxh") -> tuple[int, float, floa
     """(seeds, mean, SEM) of the per-seed grid means of ``metric``: each seed's mean over the (task, rate)
     cells that *every* seed of ``rows`` has (so that a seed still half run is compared on the same cells),
     then mean ± SEM over the seeds: the seed-to-seed noise of a method's grid mean (SEM NaN for one seed)."""
+    by_seed, common = _seed_cells(rows, metric)
+    means = [mean_sem(v for c in sorted(common) for v in cells[c])[0] for cells in by_seed.values()]
+    mean, sem, _ = mean_sem(means)
+    return len(by_seed), mean, sem
+
+
+def _seed_cells(rows: list[dict], metric: str = "uxh"):
+    """``(by_seed, common)``: per seed, ``metric`` per (task, rate) cell; and the cells every seed has."""
     by_seed: dict[int, dict[tuple[str, float], list[float]]] = {}
     for r in rows:
         by_seed.setdefault(r.get("seed"), {}).setdefault((r["task"], round(float(r["rate"]), 6)), []).append(
             r.get(metric)
         )
     common = set.intersection(*(set(c) for c in by_seed.values())) if by_seed else set()
-    means = [mean_sem(v for c in sorted(common) for v in cells[c])[0] for cells in by_seed.values()]
-    mean, sem, _ = mean_sem(means)
-    return len(by_seed), mean, sem
+    return by_seed, common
 
 
 def summary_table(rows: list[dict]) -> list[dict]:
@@ -157,7 +163,8 @@ def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
         groups.setdefault((r["method"], r["pretrain_type"]), {}).setdefault(r["task"], []).append(r)
     out = []
     for (method, ptype), per in groups.items():
-        row = {"method": method, "pretrain_type": ptype}
+        first = next(iter(per.values()))[0]
+        row = {"method": method, "method_name": first.get("method_name", method), "pretrain_type": ptype}
         for k in KINDS:
             rs = per.get(k, [])
             row[f"{k}_seeds"], row[k], row[f"{k}_sem"] = seed_spread(rs, metric)
@@ -169,11 +176,15 @@ def by_task_table(rows: list[dict], metric: str = "uxh") -> list[dict]:
 
 
 def _common_rates(rows: list[dict]) -> tuple[float, ...]:
-    """The discovery rates that every seed of ``rows`` has: those the mean of :func:`seed_spread` is over."""
-    per_seed: dict[int, set[float]] = {}
-    for r in rows:
-        per_seed.setdefault(r.get("seed"), set()).add(round(float(r["rate"]), 6))
-    return tuple(sorted(set.intersection(*per_seed.values()))) if per_seed else ()
+    """The discovery rates that every seed of ``rows`` (one task's) has: those the mean of :func:`seed_spread`
+    is over."""
+    return tuple(sorted(rate for _, rate in _seed_cells(rows)[1]))
+
+
+def is_rem_method(name: str) -> bool:
+    """REM or a registered variant a user can run: an unlearning method whose registered name starts with
+    ``rem`` (not the oracle ``rem-ideal`` nor the ablation ``rem-no-remove``)."""
+    return method_family(name) == "unlearning" and name.startswith("rem")
 
 
 def best_per_task(by_task: list[dict]) -> list[dict]:
@@ -189,14 +200,14 @@ def best_per_task(by_task: list[dict]) -> list[dict]:
 
 
 def rem_against_rest(by_task: list[dict]) -> list[dict]:
-    """Per task, the best REM method (a method whose name starts with ``rem``: the paper's and its variants)
-    against the best of the other methods, among the rows measured at the same rates as in
+    """Per task, the best REM method (:func:`is_rem_method`: the paper's and its variants) against the best
+    of the other methods (the oracle and the ablations of REM included), among the rows measured at the same rates as in
     :func:`best_per_task`; the same keys, ``margin`` negative where the other method is ahead. Tasks
     without a row on both sides are left out."""
     out = []
     for k, rates, have in _comparable(by_task):
-        ours = [r for r in have if r["method"].startswith("rem")]
-        rest = [r for r in have if not r["method"].startswith("rem")]
+        ours = [r for r in have if is_rem_method(r["method_name"])]
+        rest = [r for r in have if not is_rem_method(r["method_name"])]
         if ours and rest:
             out.append(_against(k, rates, max(ours, key=lambda r: r[k]), max(rest, key=lambda r: r[k])))
     return out
